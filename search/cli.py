@@ -1,0 +1,142 @@
+"""The `actsweep` command line: run, validate, leaderboard, ui.
+
+Bad input (a spec, a flag, a URI) ends in one line naming the field and exit code 2,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from search.errors import SpecError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's usage block: the message names the flag.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_uri(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: the spec's tracking.uri, then MLFLOW_TRACKING_URI, "
+        "then sqlite:///mlflow.db in the working directory)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="actsweep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run (or resume) a search and print its leaderboard")
+    run.add_argument("spec", help="path to the search spec (YAML)")
+    _add_uri(run)
+    run.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    run.add_argument("--quiet", action="store_true", help="print only the leaderboard")
+
+    val = sub.add_parser("validate", help="check a spec without running anything")
+    val.add_argument("spec")
+
+    lb = sub.add_parser("leaderboard", help="print the leaderboard of a search from MLflow")
+    lb.add_argument("experiment", help="MLflow experiment name (the spec's name by default)")
+    lb.add_argument("--search", default=None, help="search id (default: the latest in the experiment)")
+    lb.add_argument("--format", default="table", choices=("table", "json", "csv", "markdown"))
+    _add_uri(lb)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on this tracking store (127.0.0.1)")
+    _add_uri(ui)
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless behind a proxy)")
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from search.spec import load_spec
+
+    spec = load_spec(args.spec)
+    total = spec.budget.trials_per_activation * len(spec.space.activations)
+    print(f"{args.spec}: ok (search {spec.search_id}, {total} trials, experiment '{spec.experiment_name}')")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from search.paths import resolve_tracking_uri
+    from search.spec import load_spec
+
+    spec = load_spec(args.spec)
+    uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
+    spec_text = Path(args.spec).read_text()
+
+    from search.orchestrate import run_search
+
+    outcome = run_search(
+        spec,
+        tracking_uri=uri,
+        address=args.address,
+        spec_text=spec_text,
+        out=None if args.quiet else sys.stdout,
+    )
+    if args.quiet:
+        from search.leaderboard import render
+
+        print(render(outcome.leaderboard, "table"), end="")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from search.leaderboard import render
+    from search.paths import resolve_tracking_uri
+    from search.results import load_leaderboard
+
+    uri = resolve_tracking_uri(args.tracking_uri, None)
+    board = load_leaderboard(args.experiment, tracking_uri=uri, search_id=args.search)
+    print(render(board, args.format), end="")
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from search.paths import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, None)
+    if not 0 < args.port < 65536:
+        raise SpecError("--port", f"{args.port} is not a TCP port (1..65535)")
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execvp(cmd[0], cmd)
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "leaderboard": _cmd_leaderboard,
+    "ui": _cmd_ui,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # MLflow announces schema creation at INFO on every new store; keep the console for results.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as err:
+        print(f"actsweep: error: {err.one_line()}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("actsweep: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

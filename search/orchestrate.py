@@ -1,0 +1,254 @@
+"""Run one search end to end: Optuna studies, Ray Tune, MLflow, leaderboard.
+
+Kept thin: it wires the adapters (searcher, trainable, tracker) and owns the order of
+side effects, so a failure leaves a state that re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+import pandas as pd
+
+from models.convergence import Convergence
+from models.datasets import load_dataset
+from search.errors import SpecError
+from search.leaderboard import compute_leaderboard, leaderboard_files, render, trials_table
+from search.paths import state_dir
+from search.progress import Progress
+from search.searcher import CohortOutcome, CohortSearcher
+from search.space import derive_seed, study_name
+from search.spec import SearchSpec
+from search.tracking import Tracker, trial_runs_of
+from search.trainable import WorkerContext
+
+# Tune's per-trial result files and console reporter are pure overhead here: results go
+# to MLflow through our tracker, and progress is our own.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    search_id: str
+    experiment_id: str
+    parent_run_id: str
+    leaderboard: pd.DataFrame
+    already_finished: bool = False
+
+
+def convergence_of(spec: SearchSpec) -> Convergence:
+    c = spec.convergence
+    return Convergence(
+        target_loss=c.target_loss,
+        target_accuracy=c.target_accuracy,
+        max_steps=c.max_steps,
+        eval_every=c.eval_every,
+        divergence_factor=c.divergence_factor,
+    )
+
+
+def make_sampler(spec: SearchSpec, activation: str) -> optuna.samplers.BaseSampler:
+    seed = derive_seed(spec.seed, "sampler", activation)
+    name = spec.sampler.name
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
+
+
+def optuna_storage(directory: Path) -> optuna.storages.BaseStorage:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    # A journal file, not SQLite: Optuna's own advice for concurrent writers, and it
+    # survives the driver (resume) and can be browsed with optuna-dashboard.
+    return JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))
+
+
+def open_studies(spec: SearchSpec, storage: optuna.storages.BaseStorage) -> tuple[dict[str, optuna.Study], dict[str, int]]:
+    """One study per activation, named after the search; the budget each still has."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies: dict[str, optuna.Study] = {}
+    remaining: dict[str, int] = {}
+    for act in spec.space.activations:
+        study = optuna.create_study(
+            study_name=study_name(spec.search_id, act),
+            storage=storage,
+            sampler=make_sampler(spec, act),
+            direction="minimize",
+            load_if_exists=True,
+        )
+        done = 0
+        for t in study.get_trials(deepcopy=False):
+            if t.state == optuna.trial.TrialState.RUNNING:
+                # Asked by a driver that died before telling: its result never arrived.
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            elif t.state == optuna.trial.TrialState.COMPLETE:
+                done += 1
+        studies[act] = study
+        remaining[act] = max(0, spec.budget.trials_per_activation - done)
+    return studies, remaining
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    return True
+
+
+def _check_resources(spec: SearchSpec) -> int:
+    """Concurrent cohorts the cluster can hold; fail fast on impossible requests."""
+    import ray
+
+    res = ray.cluster_resources()
+    cpus = float(res.get("CPU", 0.0))
+    gpus = float(res.get("GPU", 0.0))
+    want = spec.resources
+    if want.gpus_per_trial > 0 and gpus < want.gpus_per_trial:
+        raise SpecError(
+            "resources.gpus_per_trial",
+            f"asks for {want.gpus_per_trial} GPU per trial but the Ray cluster has {gpus:g} GPUs",
+        )
+    if cpus < want.cpus_per_trial:
+        raise SpecError(
+            "resources.cpus_per_trial",
+            f"asks for {want.cpus_per_trial} CPU per trial but the Ray cluster has {cpus:g} CPUs",
+        )
+    slots = int(cpus // want.cpus_per_trial)
+    if want.gpus_per_trial > 0:
+        slots = min(slots, int(gpus // want.gpus_per_trial))
+    return max(1, slots)
+
+
+def _trial_name(trial: object) -> str:
+    config = getattr(trial, "config", {}) or {}
+    return f"{config.get('activation', 'cohort')}-d{config.get('depth', '')}-{getattr(trial, 'trial_id', '')}"
+
+
+def _quiet_tune() -> None:
+    # Tune's end-of-run analysis looks for per-trial result files we deliberately do not
+    # write (results live in MLflow); its warning about them is noise.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+def leaderboard_of(spec: SearchSpec, experiment_id: str, tracking_uri: str) -> pd.DataFrame:
+    runs = trial_runs_of(experiment_id, spec.search_id, tracking_uri)
+    return compute_leaderboard(trials_table(runs), spec.space.activations)
+
+
+def run_search(
+    spec: SearchSpec,
+    *,
+    tracking_uri: str,
+    address: str | None = None,
+    spec_text: str | None = None,
+    out: TextIO | None = sys.stdout,
+) -> SearchOutcome:
+    """Run (or resume, or report the finished) search described by `spec`."""
+    tracker = Tracker(tracking_uri, spec)
+    found = tracker.existing()
+    if found is not None and found.state == "finished":
+        board = leaderboard_of(spec, found.experiment_id, tracking_uri)
+        if out is not None:
+            print(
+                f"search {spec.search_id} already finished in experiment "
+                f"'{spec.experiment_name}' (change `seed` or `name` to run a new one).",
+                file=out,
+            )
+            print(render(board, "table"), file=out, end="")
+        return SearchOutcome(spec.search_id, found.experiment_id, found.run_id, board, True)
+
+    from ray import tune
+
+    state = state_dir(tracking_uri)
+    studies, remaining = open_studies(spec, optuna_storage(state))
+    data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+    started_ray = _start_ray(address)
+    try:
+        slots = _check_resources(spec)
+        parent = tracker.start(spec_text)
+        total = spec.budget.trials_per_activation * len(spec.space.activations)
+        progress = Progress(spec.space.activations, total, total - sum(remaining.values()), out)
+        if out is not None:
+            verb = "resuming" if found is not None else "search"
+            print(
+                f"{verb} {spec.search_id}: {total} trials over {len(studies)} activations, "
+                f"{slots} concurrent; MLflow experiment '{spec.experiment_name}' at {tracking_uri}",
+                file=out,
+                flush=True,
+            )
+
+        def on_cohort_done(outcome: CohortOutcome) -> None:
+            tracker.record(outcome)
+            progress.update(outcome)
+
+        searcher = CohortSearcher(
+            spec=spec, studies=studies, remaining=remaining, on_cohort_done=on_cohort_done
+        )
+        context = WorkerContext(
+            data=data,
+            convergence=convergence_of(spec),
+            width=spec.model.width,
+            momentum=spec.space.momentum,
+            batch_size=spec.space.batch_size,
+            cpus_per_trial=spec.resources.cpus_per_trial,
+        )
+        from search.trainable import tune_trainable
+
+        trainable = tune.with_resources(
+            tune.with_parameters(tune_trainable, context=context),
+            {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+        )
+        ok = True
+        _quiet_tune()
+        if sum(remaining.values()) > 0:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    num_samples=-1,
+                    max_concurrent_trials=slots,
+                    reuse_actors=True,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.search_id,
+                    storage_path=str(state / "tune"),
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    log_to_file=False,
+                ),
+            )
+            tuner.fit()
+        tracker.drain()
+        board = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
+        tracker.finish(leaderboard_files(board), ok=ok)
+        if out is not None:
+            print(f"\nleaderboard of {spec.search_id} (parent run {parent}):", file=out)
+            print(render(board, "table"), file=out, end="")
+        return SearchOutcome(spec.search_id, tracker.experiment_id, parent, board)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()

@@ -1,0 +1,166 @@
+"""Adapter between Ray Tune and Optuna: one study per activation, cohorts as Tune trials.
+
+Sampling stays on the driver. Each Tune trial is a cohort: up to `cohort_size` Optuna
+trials of one activation that share depth and optimizer (asked as partially fixed trials,
+so the sampler still draws init and lr for each), trained as one batched model. Optuna sees
+every member as its own trial and is only ever told finite values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from search.space import TrialParams, member_seed, suggest
+from search.spec import SearchSpec
+from search.trainable import cohort_config
+
+# A score no real run produces (see models.convergence.score: at most ~103 * max_steps);
+# used only if a value is somehow not finite, so Optuna never receives NaN or inf.
+WORST_SCORE_FACTOR = 1000.0
+
+
+@dataclass(frozen=True)
+class MemberOutcome:
+    params: TrialParams
+    seed: int
+    result: dict[str, Any] | None
+    """The worker's RunResult as a dict plus its "score"; None when the cohort failed."""
+    value: float | None
+    """What Optuna was told (None: told FAIL)."""
+
+
+@dataclass(frozen=True)
+class CohortOutcome:
+    tune_trial_id: str
+    study: str
+    members: tuple[MemberOutcome, ...]
+    report: dict[str, Any] = field(default_factory=dict)
+    """Worker metadata (node, hostname, device, timings); empty on failure."""
+    error: bool = False
+
+
+@dataclass
+class _Pending:
+    activation: str
+    trials: list[tuple[TrialParams, optuna.trial.Trial]]
+
+
+class CohortSearcher(Searcher):
+    """A Tune Searcher that proposes cohorts from per-activation Optuna studies."""
+
+    def __init__(
+        self,
+        *,
+        spec: SearchSpec,
+        studies: dict[str, optuna.Study],
+        remaining: dict[str, int],
+        on_cohort_done: Callable[[CohortOutcome], None],
+    ) -> None:
+        super().__init__(metric="cohort_best_score", mode="min")
+        self._spec = spec
+        self._studies = studies
+        self._remaining = dict(remaining)
+        self._on_cohort_done = on_cohort_done
+        self._pending: dict[str, _Pending] = {}
+        self._order = list(spec.space.activations)
+        self._turn = 0
+
+    @property
+    def remaining(self) -> dict[str, int]:
+        return dict(self._remaining)
+
+    # Tune pickles its searcher into its experiment state. Ours is rebuilt from the Optuna
+    # journal and MLflow on resume (`actsweep run` again), so live handles (storage locks,
+    # the tracker callback) are left out rather than pickled.
+    _LIVE = ("_studies", "_on_cohort_done", "_pending")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._studies = {}
+        self._pending = {}
+        self._on_cohort_done = lambda outcome: None
+
+    def save(self, checkpoint_path: str) -> None:
+        # Informational only: the remaining budget per activation at checkpoint time.
+        with open(checkpoint_path, "w") as f:
+            json.dump({"search_id": self._spec.search_id, "remaining": self._remaining}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError(
+            "actsweep resumes from the Optuna journal and MLflow: run the same command again"
+        )
+
+    def _next_activation(self) -> str | None:
+        # Round-robin over strata that still have budget, so every activation progresses
+        # at the same pace and its sampler gets feedback between its cohorts.
+        for _ in range(len(self._order)):
+            act = self._order[self._turn % len(self._order)]
+            self._turn += 1
+            if self._remaining[act] > 0:
+                return act
+        return None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        activation = self._next_activation()
+        if activation is None:
+            return Searcher.FINISHED
+        study = self._studies[activation]
+        size = min(self._spec.budget.cohort_size, self._remaining[activation])
+        first = study.ask()
+        lead = suggest(first, activation, self._spec.space)
+        asked = [(lead, first)]
+        for _ in range(size - 1):
+            # Fix the shape, let the sampler draw the rest (init, lr) for each member.
+            study.enqueue_trial({"depth": lead.depth, "optimizer": lead.optimizer})
+            trial = study.ask()
+            asked.append((suggest(trial, activation, self._spec.space), trial))
+        self._remaining[activation] -= size
+        self._pending[trial_id] = _Pending(activation, asked)
+        seed = member_seed(self._spec, 0)
+        members = [
+            {"number": p.number, "init": p.init, "lr": p.lr, "seed": seed} for p, _ in asked
+        ]
+        return cohort_config(activation, lead.depth, lead.optimizer, members)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        pending = self._pending.pop(trial_id, None)
+        if pending is None:
+            return
+        study = self._studies[pending.activation]
+        results = (result or {}).get("members")
+        failed = error or not results or len(results) != len(pending.trials)
+        outcomes = []
+        for i, (params, trial) in enumerate(pending.trials):
+            if failed:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                outcomes.append(MemberOutcome(params, member_seed(self._spec, 0), None, None))
+                continue
+            assert results is not None
+            member = results[i]
+            value = float(member["score"])
+            if not math.isfinite(value):
+                value = WORST_SCORE_FACTOR * self._spec.convergence.max_steps
+            study.tell(trial, value)
+            outcomes.append(MemberOutcome(params, int(member["member"]["seed"]), member, value))
+        report = {} if failed else {k: v for k, v in (result or {}).items() if k != "members"}
+        self._on_cohort_done(
+            CohortOutcome(
+                tune_trial_id=trial_id,
+                study=study.study_name,
+                members=tuple(outcomes),
+                report=report,
+                error=failed,
+            )
+        )

@@ -1,0 +1,322 @@
+"""The search spec: YAML in, one validated, frozen, picklable config out.
+
+Every field has one name everywhere (YAML key, attribute, MLflow param ``section.field``).
+Names of activations, initializers, datasets and optimizers are checked against the
+registries in ``models`` so the spec and the code cannot drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from models.activations import ACTIVATIONS
+from models.datasets import DATASETS
+from models.initializers import INITIALIZERS
+from models.train import OPTIMIZERS
+from search.errors import SpecError
+
+SAMPLERS = ("tpe", "random", "gp")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_SPEC_BYTES = 1_000_000
+
+
+def _list_to_tuple(v: Any) -> Any:
+    # YAML gives lists; frozen configs hold tuples (hashable, immutable).
+    return tuple(v) if isinstance(v, list) else v
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_list_to_tuple)]
+
+
+class _Section(BaseModel):
+    # strict: YAML "3" is not the number 3; forbid: a misspelt key is an error, not a default.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Section):
+    name: str
+    """A key of models.datasets.DATASETS."""
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """Held-out share (mnist1d keeps its generator's own 4000/1000 split)."""
+
+
+class ModelSpec(_Section):
+    width: int = Field(64, ge=1, le=4096)
+    """Units per hidden layer."""
+
+
+class IntRange(_Section):
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+class LogRange(_Section):
+    low: float = Field(gt=0.0, allow_inf_nan=False)
+    high: float = Field(gt=0.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+class SpaceSpec(_Section):
+    activations: Names = Field(min_length=1)
+    """Each activation is its own stratum with its own budget and its own Optuna study."""
+    depth: IntRange = IntRange(low=1, high=4)
+    """Number of hidden layers, searched as an integer in [low, high] within 1..64."""
+    initializers: Names = Field(("auto",), min_length=1)
+    lr: LogRange = LogRange(low=1e-3, high=1.0)
+    """Learning rate, searched log-uniformly."""
+    optimizers: Names = Field(("momentum",), min_length=1)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    batch_size: int = Field(128, ge=1, le=65536)
+
+    @field_validator("depth")
+    @classmethod
+    def _depth_bounds(cls, v: IntRange) -> IntRange:
+        if v.low < 1 or v.high > 64:
+            raise ValueError(f"depth must lie within 1..64, got {v.low}..{v.high}")
+        return v
+
+
+class ConvergenceSpec(_Section):
+    target_loss: float | None = Field(0.5, gt=0.0, allow_inf_nan=False)
+    """Smoothed training loss that counts as converged (set null to use target_accuracy)."""
+    target_accuracy: float | None = Field(None, gt=0.0, le=1.0)
+    max_steps: int = Field(1500, ge=1, le=10_000_000)
+    eval_every: int = Field(25, ge=1)
+    divergence_factor: float = Field(10.0, gt=1.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ConvergenceSpec:
+        if (self.target_loss is None) == (self.target_accuracy is None):
+            raise ValueError("set exactly one of target_loss and target_accuracy")
+        if self.eval_every > self.max_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must be <= max_steps ({self.max_steps})")
+        return self
+
+
+class BudgetSpec(_Section):
+    trials_per_activation: int = Field(16, ge=1, le=100_000)
+    cohort_size: int = Field(8, ge=1, le=1024)
+    """Trials of one activation and depth trained together as one batched model."""
+
+
+class SamplerSpec(_Section):
+    name: Literal["tpe", "random", "gp"] = "tpe"
+    n_startup_trials: int = Field(8, ge=0, le=100_000)
+    """Random trials per activation before the model-based sampler takes over."""
+
+
+class ResourcesSpec(_Section):
+    cpus_per_trial: float = Field(1.0, gt=0.0, le=1024)
+    gpus_per_trial: float = Field(0.0, ge=0.0, le=64)
+
+
+class TrackingSpec(_Section):
+    uri: str | None = None
+    """MLflow tracking URI; the CLI's --tracking-uri wins, then MLFLOW_TRACKING_URI, then MLflow's default."""
+    experiment: str | None = Field(None, min_length=1, max_length=256)
+    """MLflow experiment; defaults to the spec's name."""
+
+
+class SearchSpec(_Section):
+    name: str = Field(pattern=NAME_PATTERN)
+    dataset: DatasetSpec
+    model: ModelSpec = ModelSpec()
+    space: SpaceSpec
+    convergence: ConvergenceSpec = ConvergenceSpec()
+    budget: BudgetSpec = BudgetSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    """Seeds the data split, the samplers and every trial's init and data order."""
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v: Any) -> Any:
+        # `dataset: digits` is the common case; the mapping form carries options.
+        return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def spec_hash(self) -> str:
+        """Content hash of everything that defines the search (not where it is tracked)."""
+        body = self.model_dump(mode="json", exclude={"tracking"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def search_id(self) -> str:
+        """Stable identity: the same spec is the same search (resume, no duplicate jobs)."""
+        return f"{self.name}-{self.spec_hash()[:10]}"
+
+    def flat_params(self) -> dict[str, str]:
+        """Fields as MLflow params: ``section.field`` -> string."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            elif isinstance(value, list | tuple):
+                out[prefix] = ",".join(str(x) for x in value)
+            else:
+                out[prefix] = "null" if value is None else str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float.
+
+    YAML 1.1 (PyYAML) only takes exponents with a dot (`1.0e-3`); people write `1e-3`
+    for learning rates and would otherwise get a confusing "not a number" error.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """Allowed keys of the section that `loc` points into (for unknown-field errors)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        current = field.annotation
+    fields = getattr(current, "model_fields", None)
+    return tuple(fields) if fields else None
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith(("function-", "constrained-", "lax-", "strict-")):
+            continue  # pydantic's internal validator names, not fields
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "spec"
+
+
+def _from_validation_error(err: ValidationError) -> SpecError:
+    first = err.errors(include_url=False)[0]
+    loc = tuple(first.get("loc", ()))
+    field = _field_path(loc)
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        return SpecError(field, "unknown field", _fields_of(SearchSpec, loc))
+    if kind == "missing":
+        return SpecError(field, "required field is missing")
+    if kind == "literal_error":
+        allowed = first.get("ctx", {}).get("expected", "")
+        return SpecError(field, f"got {first.get('input')!r}", [allowed])
+    msg = str(first.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    return SpecError(field, msg)
+
+
+def _check_names(spec: SearchSpec) -> None:
+    """Registry names are checked here so errors list the registry's keys."""
+    if spec.dataset.name not in DATASETS:
+        raise SpecError("dataset.name", f"unknown dataset {spec.dataset.name!r}", sorted(DATASETS))
+    groups = (
+        ("space.activations", spec.space.activations, ACTIVATIONS, "activation"),
+        ("space.initializers", spec.space.initializers, INITIALIZERS, "initializer"),
+        ("space.optimizers", spec.space.optimizers, OPTIMIZERS, "optimizer"),
+    )
+    for field, names, registry, kind in groups:
+        for i, name in enumerate(names):
+            if name not in registry:
+                raise SpecError(f"{field}[{i}]", f"unknown {kind} {name!r}", sorted(registry))
+        if len(set(names)) != len(names):
+            raise SpecError(field, f"lists a {kind} twice")
+
+
+def parse_spec(data: Any) -> SearchSpec:
+    """Validate an already-parsed YAML document into a SearchSpec (raises SpecError)."""
+    if not isinstance(data, dict):
+        raise SpecError("spec", f"must be a mapping of fields, got {type(data).__name__}")
+    try:
+        spec = SearchSpec.model_validate(data)
+    except ValidationError as err:
+        raise _from_validation_error(err) from None
+    except RecursionError:
+        raise SpecError("spec", "nested too deeply") from None
+    _check_names(spec)
+    return spec
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read and validate a YAML spec file; every failure is a SpecError naming the field."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError("SPEC", f"no such file: {p}") from None
+    except IsADirectoryError:
+        raise SpecError("SPEC", f"is a directory, not a YAML file: {p}") from None
+    except OSError as err:
+        raise SpecError("SPEC", f"cannot read {p}: {err.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError("SPEC", f"{p} is larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("SPEC", f"{p} is not UTF-8 text") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "cannot be parsed"
+        raise SpecError("SPEC", f"malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SpecError("SPEC", "YAML nested too deeply") from None
+    return parse_spec(data)
+

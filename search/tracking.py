@@ -1,0 +1,344 @@
+"""MLflow adapter: the parent run of a search, one child run per trial, leaderboard files.
+
+All writes come from the driver through one writer thread, so parallel trials never race
+on a SQLite store and the Tune event loop never waits on the tracking server. Child runs
+are keyed by a deterministic trial key (tag ``actsweep.trial_key``): a key already in MLflow
+is never logged twice, which is what makes resuming a search safe.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import tempfile
+import threading
+import time
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from models.initializers import resolve_init
+from search.paths import artifact_root
+from search.searcher import CohortOutcome, MemberOutcome
+from search.spec import SearchSpec
+
+TAG_ROLE = "actsweep.role"
+TAG_SEARCH_ID = "actsweep.search_id"
+TAG_SEARCH_NAME = "actsweep.search"
+TAG_TRIAL_KEY = "actsweep.trial_key"
+TAG_SPEC_HASH = "actsweep.spec_hash"
+TAG_STATE = "actsweep.state"
+TAG_NODE = "actsweep.node"
+TAG_NODE_IP = "actsweep.node_ip"
+TAG_DEVICE = "actsweep.device"
+TAG_COHORT = "actsweep.cohort"
+TAG_ACTIVATION = "activation"
+PARENT_TAG = "mlflow.parentRunId"
+
+ROLE_SEARCH = "search"
+ROLE_TRIAL = "trial"
+
+_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def trial_key(search_id: str, activation: str, number: int) -> str:
+    return f"{search_id}/{activation}/{number}"
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    experiment_id: str
+    run_id: str
+    state: str
+    """Our own lifecycle tag: running | finished | failed."""
+
+
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return str(exp.experiment_id)
+    root = artifact_root(tracking_uri)
+    location = f"{root}/{name}" if root else None
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        # Lost a creation race with another search: use theirs.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def find_search_run(client: MlflowClient, experiment_id: str, search_id: str) -> SearchRun | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_SEARCH}' and tags.`{TAG_SEARCH_ID}` = '{search_id}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    return SearchRun(experiment_id, run.info.run_id, run.data.tags.get(TAG_STATE, "running"))
+
+
+def logged_trial_keys(client: MlflowClient, experiment_id: str, search_id: str) -> set[str]:
+    keys: set[str] = set()
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and tags.`{TAG_SEARCH_ID}` = '{search_id}'",
+            max_results=5000,
+            page_token=token,
+        )
+        keys.update(r.data.tags[TAG_TRIAL_KEY] for r in page if TAG_TRIAL_KEY in r.data.tags)
+        token = page.token
+        if not token:
+            return keys
+
+
+def child_run_payload(
+    spec: SearchSpec, search_id: str, outcome: CohortOutcome, member: MemberOutcome
+) -> tuple[list[Param], list[Metric], dict[str, str], float, float]:
+    """Params, metrics, tags and (start, end) seconds of one trial's child run (pure)."""
+    p = member.params
+    params = {
+        "activation": p.activation,
+        "depth": p.depth,
+        "init": p.init,
+        "lr": repr(p.lr),
+        "optimizer": p.optimizer,
+        "width": spec.model.width,
+        "momentum": spec.space.momentum,
+        "batch_size": spec.space.batch_size,
+        "dataset": spec.dataset.name,
+        "seed": member.seed,
+        "optuna_trial": p.number,
+        "optuna_study": outcome.study,
+        "target_loss": spec.convergence.target_loss,
+        "target_accuracy": spec.convergence.target_accuracy,
+        "max_steps": spec.convergence.max_steps,
+        "eval_every": spec.convergence.eval_every,
+    }
+    report = outcome.report
+    tags = {
+        TAG_ROLE: ROLE_TRIAL,
+        TAG_SEARCH_ID: search_id,
+        TAG_SEARCH_NAME: spec.name,
+        TAG_TRIAL_KEY: trial_key(search_id, p.activation, p.number),
+        TAG_ACTIVATION: p.activation,
+        TAG_COHORT: outcome.tune_trial_id,
+        "mlflow.runName": f"{p.activation}-d{p.depth}-{p.number:04d}",
+    }
+    for tag, key in ((TAG_NODE, "hostname"), (TAG_NODE_IP, "node_ip"), (TAG_DEVICE, "device")):
+        if key in report:
+            tags[tag] = str(report[key])
+    metrics: list[Metric] = []
+    start = float(report.get("started_at", time.time()))
+    end = float(report.get("ended_at", start))
+    res = member.result
+    if res is not None:
+        s = res["summary"]
+        end = start + float(res["wall_seconds"])
+        t_ms = _ms(end)
+        params["init_resolved"] = resolve_init(p.init, p.activation)
+        for step, loss in zip(res["steps"], res["train_loss"], strict=True):
+            metrics.append(Metric("train/loss", float(loss), t_ms, int(step)))
+        if res.get("train_accuracy") is not None:
+            for step, acc in zip(res["steps"], res["train_accuracy"], strict=True):
+                metrics.append(Metric("train/accuracy", float(acc), t_ms, int(step)))
+        # steps_to_target follows survival-analysis convention: the step the target was
+        # reached, or (reached = 0) the step at which observation stopped (censoring time).
+        observed = s["steps_to_target"] if s["reached"] else s["steps_trained"]
+        summary = {
+            "steps_to_target": observed,
+            "reached": float(s["reached"]),
+            "diverged": float(s["diverged"]),
+            "initial_loss": s["initial_loss"],
+            "final_loss": s["final_loss"],
+            "best_loss": s["best_loss"],
+            "auc_log_loss": s["auc_log_loss"],
+            "steps_trained": s["steps_trained"],
+            "wall_seconds": res["wall_seconds"],
+            "score": member.value,
+        }
+        if s["diverged_step"] is not None:
+            summary["diverged_step"] = s["diverged_step"]
+        if s.get("final_accuracy") is not None:
+            summary["final_accuracy"] = s["final_accuracy"]
+        if res.get("val_loss") is not None:
+            summary["val/loss"] = res["val_loss"]
+        if res.get("val_accuracy") is not None:
+            summary["val/accuracy"] = res["val_accuracy"]
+        for k, v in summary.items():
+            if v is not None:
+                metrics.append(Metric(k, float(v), t_ms, 0))
+    param_list = [Param(k, "null" if v is None else str(v)) for k, v in params.items()]
+    return param_list, metrics, tags, start, end
+
+
+class Tracker:
+    """Owns every MLflow write of one search."""
+
+    def __init__(self, tracking_uri: str, spec: SearchSpec) -> None:
+        self.tracking_uri = tracking_uri
+        self.spec = spec
+        self.search_id = spec.search_id
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = ""
+        self.parent_run_id = ""
+        self._logged: set[str] = set()
+        self._queue: queue.Queue[CohortOutcome | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.child_runs_logged = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def existing(self) -> SearchRun | None:
+        exp = self.client.get_experiment_by_name(self.spec.experiment_name)
+        if exp is None:
+            return None
+        return find_search_run(self.client, str(exp.experiment_id), self.search_id)
+
+    def start(self, spec_text: str | None = None) -> str:
+        """Create (or reopen, when resuming) the parent run; start the writer thread."""
+        self.experiment_id = ensure_experiment(self.client, self.spec.experiment_name, self.tracking_uri)
+        found = find_search_run(self.client, self.experiment_id, self.search_id)
+        if found is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=self.search_id,
+                tags={
+                    TAG_ROLE: ROLE_SEARCH,
+                    TAG_SEARCH_ID: self.search_id,
+                    TAG_SEARCH_NAME: self.spec.name,
+                    TAG_SPEC_HASH: self.spec.spec_hash(),
+                    TAG_STATE: "running",
+                },
+            )
+            self.parent_run_id = run.info.run_id
+            params = [Param(k, v[:6000]) for k, v in self.spec.flat_params().items()]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(self.parent_run_id, params=params[i : i + 100])
+            self._log_text("spec.json", json.dumps(self.spec.model_dump(mode="json"), indent=2))
+            if spec_text is not None:
+                self._log_text("spec.yaml", spec_text)
+        else:
+            self.parent_run_id = found.run_id
+            self.client.set_tag(self.parent_run_id, TAG_STATE, "running")
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._logged = logged_trial_keys(self.client, self.experiment_id, self.search_id)
+        self._thread = threading.Thread(target=self._writer, name="actsweep-mlflow", daemon=True)
+        self._thread.start()
+        return self.parent_run_id
+
+    def record(self, outcome: CohortOutcome) -> None:
+        """Queue a finished cohort for logging (never blocks the caller on MLflow)."""
+        self._queue.put(outcome)
+
+    def drain(self) -> None:
+        """Wait until every queued trial is in MLflow; re-raise a writer failure."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def finish(self, files: dict[str, str], ok: bool = True) -> None:
+        for name, text in files.items():
+            self._log_text(name, text)
+        self.client.set_tag(self.parent_run_id, TAG_STATE, "finished" if ok else "failed")
+        self.client.set_terminated(
+            self.parent_run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
+        )
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _log_text(self, name: str, text: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text)
+            self.client.log_artifact(self.parent_run_id, str(path))
+
+    def _writer(self) -> None:
+        while True:
+            outcome = self._queue.get()
+            if outcome is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks
+            try:
+                self._log_cohort(outcome)
+            except BaseException as err:  # surfaced by drain()
+                self._error = err
+
+    def _log_cohort(self, outcome: CohortOutcome) -> None:
+        for member in outcome.members:
+            key = trial_key(self.search_id, member.params.activation, member.params.number)
+            if key in self._logged:
+                continue
+            self._log_member(outcome, member)
+            self._logged.add(key)
+            self.child_runs_logged += 1
+
+    def _log_member(self, outcome: CohortOutcome, member: MemberOutcome) -> None:
+        params, metrics, tags, start, end = child_run_payload(self.spec, self.search_id, outcome, member)
+        tags[PARENT_TAG] = self.parent_run_id
+        run = self.client.create_run(
+            self.experiment_id, start_time=_ms(start), tags=tags, run_name=tags["mlflow.runName"]
+        )
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=params)
+        for i in range(0, len(metrics), _BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH])
+        status = RunStatus.FAILED if member.result is None else RunStatus.FINISHED
+        self.client.set_terminated(run_id, RunStatus.to_string(status), end_time=_ms(end))
+
+
+# --- reading (for leaderboards; plain MLflow queries) ------------------------------------
+
+
+def get_experiment_id(client: MlflowClient, name: str) -> str | None:
+    exp = client.get_experiment_by_name(name)
+    return None if exp is None else str(exp.experiment_id)
+
+
+def search_runs_of(experiment_id: str, tracking_uri: str) -> pd.DataFrame:
+    """Every search (parent run) of the experiment, newest first."""
+    mlflow.set_tracking_uri(tracking_uri)
+    df = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_SEARCH}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    assert isinstance(df, pd.DataFrame)
+    return df
+
+
+def trial_runs_of(experiment_id: str, search_id: str, tracking_uri: str) -> pd.DataFrame:
+    """Child runs of one search, exactly as `mlflow.search_runs` returns them."""
+    mlflow.set_tracking_uri(tracking_uri)
+    df = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and tags.`{TAG_SEARCH_ID}` = '{search_id}'",
+    )
+    assert isinstance(df, pd.DataFrame)
+    return df
+
+

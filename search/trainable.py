@@ -1,0 +1,90 @@
+"""The Tune trainable: trains one cohort on a worker and reports every member's result.
+
+Workers never sample and never talk to MLflow: they train and report (the driver owns
+Optuna and tracking, so parallel trials never race on a store).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from models.convergence import Convergence, score
+from models.datasets import Dataset
+from models.train import CohortSpec, Member, RunResult, train_cohort
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Everything a worker needs besides the cohort; shipped once through the object store."""
+
+    data: Dataset
+    convergence: Convergence
+    width: int
+    momentum: float
+    batch_size: int
+    cpus_per_trial: float
+
+
+def cohort_config(
+    activation: str, depth: int, optimizer: str, members: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The Tune trial config: plain data only (Tune copies and logs configs)."""
+    return {"activation": activation, "depth": depth, "optimizer": optimizer, "members": members}
+
+
+def result_to_dict(result: RunResult, convergence: Convergence) -> dict[str, Any]:
+    out = dataclasses.asdict(result)
+    out["score"] = score(result.summary, convergence)
+    return out
+
+
+def pick_device() -> torch.device:
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs assigned to this trial; with none assigned,
+    # torch sees no device and we stay on the CPU (the default).
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]:
+    """Train the cohort described by `config`; return the report (plain data)."""
+    # Tiny MLPs are bound by per-op overhead: more threads than CPUs granted only contend.
+    torch.set_num_threads(max(1, int(context.cpus_per_trial)))
+    members = tuple(
+        Member(init=m["init"], lr=float(m["lr"]), seed=int(m["seed"])) for m in config["members"]
+    )
+    cohort = CohortSpec(
+        activation=config["activation"],
+        depth=int(config["depth"]),
+        width=context.width,
+        optimizer=config["optimizer"],
+        momentum=context.momentum,
+        batch_size=context.batch_size,
+        members=members,
+    )
+    device = pick_device()
+    started = time.time()
+    results = train_cohort(context.data, cohort, context.convergence, device=device)
+    return {
+        "members": [result_to_dict(r, context.convergence) for r in results],
+        "started_at": started,
+        "ended_at": time.time(),
+        "hostname": socket.gethostname(),
+        "device": str(device),
+    }
+
+
+def tune_trainable(config: dict[str, Any], context: WorkerContext) -> None:
+    """Function trainable for Ray Tune (one report at the end of the cohort)."""
+    import ray
+    from ray import tune
+
+    report = run_cohort(config, context)
+    report["node_id"] = ray.get_runtime_context().get_node_id()
+    report["node_ip"] = ray.util.get_node_ip_address()
+    report["cohort_best_score"] = min(m["score"] for m in report["members"])
+    tune.report(report)
