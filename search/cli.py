@@ -49,14 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="print the leaderboard of a search from MLflow")
     lb.add_argument("experiment", help="MLflow experiment name (the spec's name by default)")
-    lb.add_argument("--search", default=None, help="search id (default: the latest in the experiment)")
+    lb.add_argument(
+        "--search", default=None, help="search id (default: the latest in the experiment)"
+    )
     lb.add_argument("--format", default="table", choices=("table", "json", "csv", "markdown"))
     _add_uri(lb)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on this tracking store (127.0.0.1)")
     _add_uri(ui)
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--host", default="127.0.0.1", help="bind address (keep loopback unless behind a proxy)")
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="bind address (keep loopback unless behind a proxy)"
+    )
     return parser
 
 
@@ -65,7 +69,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     total = spec.budget.trials_per_activation * len(spec.space.activations)
-    print(f"{args.spec}: ok (search {spec.search_id}, {total} trials, experiment '{spec.experiment_name}')")
+    print(
+        f"{args.spec}: ok (search {spec.search_id}, {total} trials, experiment '{spec.experiment_name}')"
+    )
     return 0
 
 
@@ -110,7 +116,16 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, None)
     if not 0 < args.port < 65536:
         raise SpecError("--port", f"{args.port} is not a TCP port (1..65535)")
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     os.execvp(cmd[0], cmd)
 

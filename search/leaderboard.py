@@ -46,8 +46,17 @@ def trials_table(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(
             columns=[
-                "run_id", "status", "activation", "depth", "init", "lr", "optimizer",
-                "reached", "diverged", "steps_to_target", "final_loss",
+                "run_id",
+                "status",
+                "activation",
+                "depth",
+                "init",
+                "lr",
+                "optimizer",
+                "reached",
+                "diverged",
+                "steps_to_target",
+                "final_loss",
             ]
         )
     out = pd.DataFrame(
@@ -60,8 +69,11 @@ def trials_table(runs: pd.DataFrame) -> pd.DataFrame:
             "lr": pd.to_numeric(_col(runs, "params.lr"), errors="coerce"),
             "optimizer": _col(runs, "params.optimizer"),
             "reached": pd.to_numeric(_col(runs, "metrics.reached"), errors="coerce").fillna(0) > 0,
-            "diverged": pd.to_numeric(_col(runs, "metrics.diverged"), errors="coerce").fillna(0) > 0,
-            "steps_to_target": pd.to_numeric(_col(runs, "metrics.steps_to_target"), errors="coerce"),
+            "diverged": pd.to_numeric(_col(runs, "metrics.diverged"), errors="coerce").fillna(0)
+            > 0,
+            "steps_to_target": pd.to_numeric(
+                _col(runs, "metrics.steps_to_target"), errors="coerce"
+            ),
             "final_loss": pd.to_numeric(_col(runs, "metrics.final_loss"), errors="coerce"),
         }
     )
@@ -74,13 +86,17 @@ def _best_trial(group: pd.DataFrame) -> pd.Series | None:
         return None
     reached = done[done["reached"]]
     if not reached.empty:
-        ordered = reached.sort_values(["steps_to_target", "final_loss", "run_id"], na_position="last")
+        ordered = reached.sort_values(
+            ["steps_to_target", "final_loss", "run_id"], na_position="last"
+        )
     else:
         ordered = done.sort_values(["diverged", "final_loss", "run_id"], na_position="last")
     return ordered.iloc[0]
 
 
-def compute_leaderboard(trials: pd.DataFrame, activations: Sequence[str] | None = None) -> pd.DataFrame:
+def compute_leaderboard(
+    trials: pd.DataFrame, activations: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Rank activations by their best trial (see module docstring); one row per activation.
 
     `activations` lists the strata the search had, so an activation whose every trial
@@ -200,7 +216,10 @@ def render(board: pd.DataFrame, fmt: str) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in cells]
         return "\n".join(lines) + "\n"
     if fmt == "table":
-        widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+        widths = [
+            max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+            for i, c in enumerate(cols)
+        ]
         line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
         body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
         return "\n".join([line, "-" * len(line), *body]) + "\n"

@@ -74,7 +74,9 @@ def optuna_storage(directory: Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))
 
 
-def open_studies(spec: SearchSpec, storage: optuna.storages.BaseStorage) -> tuple[dict[str, optuna.Study], dict[str, int]]:
+def open_studies(
+    spec: SearchSpec, storage: optuna.storages.BaseStorage
+) -> tuple[dict[str, optuna.Study], dict[str, int]]:
     """One study per activation, named after the search; the budget each still has."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies: dict[str, optuna.Study] = {}

@@ -21,7 +21,9 @@ def default_tracking_uri() -> str:
     return env if env else "sqlite:///mlflow.db"
 
 
-def resolve_tracking_uri(cli: str | None, spec_uri: str | None, field: str = "--tracking-uri") -> str:
+def resolve_tracking_uri(
+    cli: str | None, spec_uri: str | None, field: str = "--tracking-uri"
+) -> str:
     """The CLI flag wins over the spec, the spec over the environment and MLflow's default."""
     uri = cli or spec_uri or default_tracking_uri()
     return check_tracking_uri(uri, field if cli else "tracking.uri")
@@ -41,7 +43,9 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> str:
     if scheme == "sqlite":
         db = sqlite_path(uri)
         if db is None:
-            raise SpecError(field, f"SQLite URI needs a file path, e.g. sqlite:///mlflow.db; got {uri!r}")
+            raise SpecError(
+                field, f"SQLite URI needs a file path, e.g. sqlite:///mlflow.db; got {uri!r}"
+            )
         if not db.parent.is_dir():
             raise SpecError(field, f"directory of the SQLite store does not exist: {db.parent}")
     return uri

@@ -9,7 +9,9 @@ from search.searcher import CohortOutcome
 
 
 class Progress:
-    def __init__(self, activations: tuple[str, ...], total: int, done: int, out: TextIO | None) -> None:
+    def __init__(
+        self, activations: tuple[str, ...], total: int, done: int, out: TextIO | None
+    ) -> None:
         self.total = total
         self.done = done
         self.failed = 0

@@ -110,10 +110,11 @@ class CohortSearcher(Searcher):
                 return act
         return None
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
         activation = self._next_activation()
         if activation is None:
-            return Searcher.FINISHED
+            # Tune's documented "no more trials" sentinel is a str; its type hints omit it.
+            return Searcher.FINISHED  # type: ignore[return-value]
         study = self._studies[activation]
         size = min(self._spec.budget.cohort_size, self._remaining[activation])
         first = study.ask()
@@ -127,9 +128,7 @@ class CohortSearcher(Searcher):
         self._remaining[activation] -= size
         self._pending[trial_id] = _Pending(activation, asked)
         seed = member_seed(self._spec, 0)
-        members = [
-            {"number": p.number, "init": p.init, "lr": p.lr, "seed": seed} for p, _ in asked
-        ]
+        members = [{"number": p.number, "init": p.init, "lr": p.lr, "seed": seed} for p, _ in asked]
         return cohort_config(activation, lead.depth, lead.optimizer, members)
 
     def on_trial_complete(

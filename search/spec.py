@@ -110,12 +110,30 @@ class ConvergenceSpec(_Section):
     eval_every: int = Field(25, ge=1)
     divergence_factor: float = Field(10.0, gt=1.0, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _accuracy_replaces_default_loss(cls, data: Any) -> Any:
+        # Writing only `target_accuracy: 0.9` means "use accuracy", not "two targets".
+        if (
+            isinstance(data, dict)
+            and data.get("target_accuracy") is not None
+            and "target_loss" not in data
+        ):
+            return {**data, "target_loss": None}
+        return data
+
     @model_validator(mode="after")
     def _one_target(self) -> ConvergenceSpec:
         if (self.target_loss is None) == (self.target_accuracy is None):
             raise ValueError("set exactly one of target_loss and target_accuracy")
         if self.eval_every > self.max_steps:
-            raise ValueError(f"eval_every ({self.eval_every}) must be <= max_steps ({self.max_steps})")
+            raise ValueError(
+                f"eval_every ({self.eval_every}) must be <= max_steps ({self.max_steps})"
+            )
+        if self.max_steps % self.eval_every:
+            raise ValueError(
+                f"max_steps ({self.max_steps}) must be a multiple of eval_every ({self.eval_every})"
+            )
         return self
 
 
@@ -319,4 +337,3 @@ def load_spec(path: str | Path) -> SearchSpec:
     except RecursionError:
         raise SpecError("SPEC", "YAML nested too deeply") from None
     return parse_spec(data)
-

@@ -13,14 +13,12 @@ import queue
 import tempfile
 import threading
 import time
-
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -217,7 +215,9 @@ class Tracker:
 
     def start(self, spec_text: str | None = None) -> str:
         """Create (or reopen, when resuming) the parent run; start the writer thread."""
-        self.experiment_id = ensure_experiment(self.client, self.spec.experiment_name, self.tracking_uri)
+        self.experiment_id = ensure_experiment(
+            self.client, self.spec.experiment_name, self.tracking_uri
+        )
         found = find_search_run(self.client, self.experiment_id, self.search_id)
         if found is None:
             run = self.client.create_run(
@@ -298,7 +298,9 @@ class Tracker:
             self.child_runs_logged += 1
 
     def _log_member(self, outcome: CohortOutcome, member: MemberOutcome) -> None:
-        params, metrics, tags, start, end = child_run_payload(self.spec, self.search_id, outcome, member)
+        params, metrics, tags, start, end = child_run_payload(
+            self.spec, self.search_id, outcome, member
+        )
         tags[PARENT_TAG] = self.parent_run_id
         run = self.client.create_run(
             self.experiment_id, start_time=_ms(start), tags=tags, run_name=tags["mlflow.runName"]
@@ -340,5 +342,3 @@ def trial_runs_of(experiment_id: str, search_id: str, tracking_uri: str) -> pd.D
     )
     assert isinstance(df, pd.DataFrame)
     return df
-
-

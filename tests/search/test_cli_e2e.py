@@ -80,27 +80,60 @@ def test_mlflow_holds_one_parent_and_one_finished_child_per_trial(searched: dict
     assert set(children["status"]) == {"FINISHED"}
     assert set(children["tags.mlflow.parentRunId"]) == {parent_id}
     assert children["tags.actsweep.trial_key"].is_unique
-    for col in ("params.activation", "params.depth", "params.init", "params.lr", "metrics.steps_to_target"):
+    for col in (
+        "params.activation",
+        "params.depth",
+        "params.init",
+        "params.lr",
+        "metrics.steps_to_target",
+    ):
         assert children[col].notna().all(), col
-    assert sorted(children["params.activation"].value_counts().to_dict().items()) == [("relu", 3), ("tanh", 3)]
+    assert sorted(children["params.activation"].value_counts().to_dict().items()) == [
+        ("relu", 3),
+        ("tanh", 3),
+    ]
     # the loss curve is a step metric
     client = mlflow.MlflowClient(searched["uri"])
     curve = client.get_metric_history(children["run_id"].iloc[0], "train/loss")
     assert len(curve) >= 1 and all(math.isfinite(m.value) for m in curve)
     assert [m.step for m in curve] == sorted(m.step for m in curve)
     arts = {a.path for a in client.list_artifacts(parent_id)}
-    assert {"leaderboard.json", "leaderboard.csv", "leaderboard.md", "spec.yaml", "spec.json"} <= arts
+    assert {
+        "leaderboard.json",
+        "leaderboard.csv",
+        "leaderboard.md",
+        "spec.yaml",
+        "spec.json",
+    } <= arts
 
 
 def test_leaderboard_json_matches_mlflow(searched: dict[str, Any]) -> None:
-    proc = actsweep(searched["tmp"], "leaderboard", "tiny", "--format", "json", "--tracking-uri", searched["uri"])
+    proc = actsweep(
+        searched["tmp"],
+        "leaderboard",
+        "tiny",
+        "--format",
+        "json",
+        "--tracking-uri",
+        searched["uri"],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     board = json.loads(proc.stdout)
     assert [r["activation"] for r in board] and len(board) == 2
     client = mlflow.MlflowClient(searched["uri"])
     for row in board:
-        for key in ("rank", "activation", "steps_to_target", "reached", "depth", "init", "lr",
-                    "trials", "diverged_fraction", "run_id"):
+        for key in (
+            "rank",
+            "activation",
+            "steps_to_target",
+            "reached",
+            "depth",
+            "init",
+            "lr",
+            "trials",
+            "diverged_fraction",
+            "run_id",
+        ):
             assert key in row
         run = client.get_run(row["run_id"])
         assert run.data.params["activation"] == row["activation"]
@@ -121,7 +154,9 @@ def test_optuna_studies_hold_every_trial_with_a_finite_value(searched: dict[str,
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    storage = JournalStorage(JournalFileBackend(str(searched["tmp"] / ".actsweep" / "optuna.journal")))
+    storage = JournalStorage(
+        JournalFileBackend(str(searched["tmp"] / ".actsweep" / "optuna.journal"))
+    )
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     assert len(names) == 2 and names[0].endswith(":relu") and names[1].endswith(":tanh")
     for name in names:
@@ -132,7 +167,9 @@ def test_optuna_studies_hold_every_trial_with_a_finite_value(searched: dict[str,
 
 
 def test_rerun_of_a_finished_search_adds_nothing(searched: dict[str, Any]) -> None:
-    proc = actsweep(searched["tmp"], "run", str(searched["spec"]), "--tracking-uri", searched["uri"])
+    proc = actsweep(
+        searched["tmp"], "run", str(searched["spec"]), "--tracking-uri", searched["uri"]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "already finished" in proc.stdout
     mlflow.set_tracking_uri(searched["uri"])
@@ -143,17 +180,25 @@ def test_diverging_learning_rate_is_recorded_and_the_search_completes(
     tmp_path: Path, base_spec: dict[str, Any]
 ) -> None:
     base_spec.update(name="diverge")
-    base_spec["space"].update(activations=["relu"], optimizers=["sgd"], lr={"low": 40.0, "high": 60.0})
+    base_spec["space"].update(
+        activations=["relu"], optimizers=["sgd"], lr={"low": 40.0, "high": 60.0}
+    )
     spec = write_spec(tmp_path / "d.yaml", base_spec)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = actsweep(tmp_path, "run", str(spec), "--tracking-uri", uri)
     assert proc.returncode == 0, proc.stderr[-3000:]
     mlflow.set_tracking_uri(uri)
-    children = mlflow.search_runs(experiment_names=["diverge"], filter_string="tags.`actsweep.role` = 'trial'")
+    children = mlflow.search_runs(
+        experiment_names=["diverge"], filter_string="tags.`actsweep.role` = 'trial'"
+    )
     assert len(children) == 3 and set(children["status"]) == {"FINISHED"}
     assert (children["metrics.diverged"] == 1.0).all()
     assert (children["metrics.reached"] == 0.0).all()
-    board = json.loads(actsweep(tmp_path, "leaderboard", "diverge", "--format", "json", "--tracking-uri", uri).stdout)
+    board = json.loads(
+        actsweep(
+            tmp_path, "leaderboard", "diverge", "--format", "json", "--tracking-uri", uri
+        ).stdout
+    )
     assert board[0]["reached"] is False and board[0]["steps_to_target"] is None
     assert board[0]["diverged_fraction"] == 1.0
     from optuna.storages import JournalStorage
@@ -163,4 +208,6 @@ def test_diverging_learning_rate_is_recorded_and_the_search_completes(
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    assert all(math.isfinite(t.value) and t.value > 200 for t in study.trials)  # worse than max_steps
+    assert all(
+        math.isfinite(t.value) and t.value > 200 for t in study.trials
+    )  # worse than max_steps

@@ -11,8 +11,18 @@ import pandas as pd
 from search.leaderboard import COLUMNS, compute_leaderboard, render, to_records, trials_table
 
 
-def _run(run_id: str, act: str, *, steps: float, reached: bool, diverged: bool = False,
-         loss: float = 0.3, status: str = "FINISHED", depth: int = 2, lr: float = 0.1) -> dict[str, Any]:
+def _run(
+    run_id: str,
+    act: str,
+    *,
+    steps: float,
+    reached: bool,
+    diverged: bool = False,
+    loss: float = 0.3,
+    status: str = "FINISHED",
+    depth: int = 2,
+    lr: float = 0.1,
+) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "status": status,
@@ -55,10 +65,12 @@ def test_reached_ranks_by_steps_then_censored_by_loss() -> None:
 
 
 def test_ties_on_steps_break_by_final_loss() -> None:
-    board = _board([
-        _run("x", "elu", steps=100, reached=True, loss=0.4),
-        _run("y", "relu", steps=100, reached=True, loss=0.2),
-    ])
+    board = _board(
+        [
+            _run("x", "elu", steps=100, reached=True, loss=0.4),
+            _run("y", "relu", steps=100, reached=True, loss=0.2),
+        ]
+    )
     assert list(board["activation"]) == ["relu", "elu"]
 
 
@@ -75,10 +87,12 @@ def test_failed_runs_count_as_trials_but_never_win() -> None:
 
 
 def test_records_are_json_safe_and_complete() -> None:
-    board = _board([
-        _run("a", "elu", steps=100, reached=True, loss=math.inf),
-        _run("b", "relu", steps=500, reached=False, loss=math.nan),
-    ])
+    board = _board(
+        [
+            _run("a", "elu", steps=100, reached=True, loss=math.inf),
+            _run("b", "relu", steps=500, reached=False, loss=math.nan),
+        ]
+    )
     recs = to_records(board)
     text = json.dumps(recs, allow_nan=False)  # raises on NaN/inf
     assert set(json.loads(text)[0]) == set(COLUMNS)

@@ -109,6 +109,18 @@ def test_both_targets_rejected(base_spec: dict[str, Any]) -> None:
         parse_spec(base_spec)
 
 
+def test_accuracy_target_alone_replaces_default_loss(base_spec: dict[str, Any]) -> None:
+    base_spec["convergence"] = {"target_accuracy": 0.9, "max_steps": 100}
+    conv = parse_spec(base_spec).convergence
+    assert conv.target_loss is None and conv.target_accuracy == 0.9
+
+
+def test_max_steps_multiple_of_eval_every(base_spec: dict[str, Any]) -> None:
+    base_spec["convergence"].update(max_steps=110, eval_every=25)
+    with pytest.raises(SpecError, match="multiple of eval_every"):
+        parse_spec(base_spec)
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

@@ -1,0 +1,177 @@
+"""The MLP models: a batched cohort of M independent MLPs, and the plain single-model reference.
+
+A cohort holds one weight tensor per layer with the member as the leading dimension and runs
+every member with one `torch.baddbmm` per layer, because tiny MLPs are bound by per-op overhead:
+M members cost about as much as one. Members never interact: member m's outputs and gradients
+depend only on member m's parameters and inputs.
+
+Determinism contract: member m's initial weights depend only on (shape, inits[m], seeds[m]). They
+come from ``torch.Generator().manual_seed(seeds[m])``, drawn layer by layer from the input
+layer to the output layer (weight, then bias where the scheme draws one). `build_mlp` draws the
+same numbers in the same order, so it is exactly member m as a plain ``nn.Sequential``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.activations import get_activation
+from models.initializers import init_layer, resolve_init
+
+__all__ = ["MAX_DEPTH", "CohortMLP", "MLPShape", "build_cohort", "build_mlp"]
+
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class MLPShape:
+    """The architecture shared by every member of a cohort."""
+
+    in_features: int
+    out_features: int
+    width: int
+    """Units per hidden layer."""
+    depth: int
+    """Number of hidden layers (1..64); the model has depth + 1 Linear layers."""
+    activation: str
+    """An `ACTIVATIONS` key; stored normalised (lower case)."""
+
+    def __post_init__(self) -> None:
+        for field in ("in_features", "out_features", "width"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if not 1 <= self.depth <= MAX_DEPTH:
+            raise ValueError(f"depth must be in 1..{MAX_DEPTH}, got {self.depth}")
+        get_activation(self.activation)  # fail at construction, not at the first forward
+        object.__setattr__(self, "activation", self.activation.strip().lower())
+
+    @property
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of every Linear layer, input to output."""
+        dims = [self.in_features] + [self.width] * self.depth + [self.out_features]
+        return list(zip(dims[:-1], dims[1:], strict=True))
+
+
+class CohortMLP(nn.Module):
+    """M independent MLPs of one shape, evaluated together.
+
+    Parameters (for layer i with fan_in -> fan_out): ``weights[i]`` (M, fan_in, fan_out) -- the
+    transpose of nn.Linear's layout, so that ``baddbmm(bias, x, weight)`` needs no transpose --
+    and ``biases[i]`` (M, 1, fan_out). Activations with parameters (prelu) hold them with the
+    member as leading dimension too, so `select` can treat every parameter alike.
+
+    The constructor allocates zeros; use `build_cohort` for initialised cohorts.
+    """
+
+    def __init__(self, shape: MLPShape, members: int) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"a cohort needs at least one member, got {members}")
+        self.shape = shape
+        self.members = members
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.zeros(members, fan_in, fan_out))
+            for fan_in, fan_out in shape.layer_sizes
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(members, 1, fan_out)) for _, fan_out in shape.layer_sizes
+        )
+        factory = get_activation(shape.activation).factory
+        # One module per hidden layer: a learnable activation gets its own parameters per layer,
+        # like nn.PReLU instances in a plain Sequential.
+        self.activations = nn.ModuleList(factory(members) for _ in range(shape.depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(M, B, in_features) -> (M, B, out_features)."""
+        h = x
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(bias, h, weight)  # (M, B, fan_out)
+            if i < last:
+                h = self.activations[i](h)
+        return h
+
+    def select(self, keep: Tensor) -> None:
+        """Keep only the members at positions ``keep`` (1-D int64), in that order.
+
+        Every parameter is replaced by a new leaf Parameter (``index_select`` on dimension 0),
+        so optimizer state held elsewhere must be compacted with the same indices.
+        """
+        keep = keep.to(device=self.weights[0].device, dtype=torch.long)
+        if keep.dim() != 1 or keep.numel() == 0:
+            raise ValueError(f"keep must be a non-empty 1-D index tensor, got {tuple(keep.shape)}")
+        for module in self.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                # Re-assigning an existing name keeps the parameter's position in the module, so
+                # list(self.parameters()) keeps its order across select() calls.
+                setattr(
+                    module,
+                    name,
+                    nn.Parameter(
+                        param.detach().index_select(0, keep), requires_grad=param.requires_grad
+                    ),
+                )
+        self.members = int(keep.numel())
+
+
+def _check_members(inits: Sequence[str], seeds: Sequence[int]) -> None:
+    if len(inits) != len(seeds):
+        raise ValueError(f"{len(inits)} inits but {len(seeds)} seeds")
+    if not inits:
+        raise ValueError("a cohort needs at least one member")
+
+
+def _init_member(shape: MLPShape, init: str, seed: int) -> list[tuple[Tensor, Tensor]]:
+    """Member weights in nn.Linear layout: [(weight (fan_out, fan_in), bias (fan_out,)), ...]."""
+    concrete = resolve_init(init, shape.activation)
+    hidden_gain = get_activation(shape.activation).gain
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    sizes = shape.layer_sizes
+    for i, (fan_in, fan_out) in enumerate(sizes):
+        weight = torch.empty(fan_out, fan_in)
+        bias = torch.empty(fan_out)
+        # The output layer feeds no activation, so it gets gain 1 under the same scheme.
+        gain = hidden_gain if i < len(sizes) - 1 else 1.0
+        init_layer(weight, bias, concrete, gain, generator)
+        layers.append((weight, bias))
+    return layers
+
+
+def build_cohort(shape: MLPShape, inits: Sequence[str], seeds: Sequence[int]) -> CohortMLP:
+    """A CPU cohort whose member m is initialised with ``inits[m]`` from ``seeds[m]``.
+
+    ``inits`` may contain ``auto``.
+    """
+    _check_members(inits, seeds)
+    model = CohortMLP(shape, len(inits))
+    with torch.no_grad():
+        for m, (init, seed) in enumerate(zip(inits, seeds, strict=True)):
+            for i, (weight, bias) in enumerate(_init_member(shape, init, seed)):
+                model.weights[i][m].copy_(weight.T)
+                model.biases[i][m, 0].copy_(bias)
+    return model
+
+
+def build_mlp(shape: MLPShape, init: str, seed: int) -> nn.Sequential:
+    """A plain ``nn.Linear``/activation model equal to a cohort member with this init and seed.
+
+    Input (B, in_features) -> (B, out_features).
+    """
+    factory = get_activation(shape.activation).factory
+    modules: list[nn.Module] = []
+    for i, (weight, bias) in enumerate(_init_member(shape, init, seed)):
+        # Built on the meta device: nn.Linear's constructor would otherwise run its default init
+        # and consume the global RNG, a silent side effect on the caller's random state.
+        linear = nn.Linear(weight.shape[1], weight.shape[0], device="meta").to_empty(device="cpu")
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+        modules.append(linear)
+        if i < shape.depth:
+            modules.append(factory(1))
+    return nn.Sequential(*modules)
