@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="path to the search spec (YAML)")
     _add_uri(run)
     run.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    run.add_argument(
+        "--optuna-storage",
+        default=None,
+        help="Optuna storage: postgresql://... or a journal file path "
+        "(default: the spec's tracking.optuna_storage, else .actsweep/optuna.journal beside the store)",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the leaderboard")
 
     val = sub.add_parser("validate", help="check a spec without running anything")
@@ -89,6 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         spec,
         tracking_uri=uri,
         address=args.address,
+        optuna_storage_location=args.optuna_storage,
         spec_text=spec_text,
         out=None if args.quiet else sys.stdout,
     )

@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 import optuna
@@ -25,7 +24,7 @@ from search.progress import Progress
 from search.searcher import CohortOutcome, CohortSearcher
 from search.space import derive_seed, study_name
 from search.spec import SearchSpec
-from search.tracking import Tracker, trial_runs_of
+from search.tracking import TAG_OPTUNA_STORAGE, Tracker, redact, trial_runs_of
 from search.trainable import WorkerContext
 
 # Tune's per-trial result files and console reporter are pure overhead here: results go
@@ -65,13 +64,21 @@ def make_sampler(spec: SearchSpec, activation: str) -> optuna.samplers.BaseSampl
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
 
 
-def optuna_storage(directory: Path) -> optuna.storages.BaseStorage:
-    from optuna.storages import JournalStorage
+def optuna_storage(location: str) -> optuna.storages.BaseStorage:
+    """A database URL (server mode) or the path of a journal file (the default)."""
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
+    if "://" in location:
+        return RDBStorage(location)
     # A journal file, not SQLite: Optuna's own advice for concurrent writers, and it
     # survives the driver (resume) and can be browsed with optuna-dashboard.
-    return JournalStorage(JournalFileBackend(str(directory / "optuna.journal")))
+    return JournalStorage(JournalFileBackend(location))
+
+
+def optuna_location(spec: SearchSpec, tracking_uri: str, cli: str | None = None) -> str:
+    """--optuna-storage, else the spec's tracking.optuna_storage, else a journal beside the store."""
+    return cli or spec.tracking.optuna_storage or str(state_dir(tracking_uri) / "optuna.journal")
 
 
 def open_studies(
@@ -108,7 +115,9 @@ def _start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     ray.init(
-        address=address,
+        # "local" starts a private instance: a bare ray.init() would silently join any
+        # cluster that `ray start` left running on this machine.
+        address=address or "local",
         include_dashboard=False,
         configure_logging=True,
         logging_level=logging.WARNING,
@@ -162,6 +171,7 @@ def run_search(
     *,
     tracking_uri: str,
     address: str | None = None,
+    optuna_storage_location: str | None = None,
     spec_text: str | None = None,
     out: TextIO | None = sys.stdout,
 ) -> SearchOutcome:
@@ -182,12 +192,13 @@ def run_search(
     from ray import tune
 
     state = state_dir(tracking_uri)
-    studies, remaining = open_studies(spec, optuna_storage(state))
+    location = optuna_location(spec, tracking_uri, optuna_storage_location)
+    studies, remaining = open_studies(spec, optuna_storage(location))
     data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
     started_ray = _start_ray(address)
     try:
         slots = _check_resources(spec)
-        parent = tracker.start(spec_text)
+        parent = tracker.start(spec_text, {TAG_OPTUNA_STORAGE: redact(location)})
         total = spec.budget.trials_per_activation * len(spec.space.activations)
         progress = Progress(spec.space.activations, total, total - sum(remaining.values()), out)
         if out is not None:

@@ -159,6 +159,22 @@ class TrackingSpec(_Section):
     """MLflow tracking URI; the CLI's --tracking-uri wins, then MLFLOW_TRACKING_URI, then MLflow's default."""
     experiment: str | None = Field(None, min_length=1, max_length=256)
     """MLflow experiment; defaults to the spec's name."""
+    optuna_storage: str | None = Field(None, min_length=1, max_length=4096)
+    """Optuna storage: a database URL (postgresql://...) or a journal file path; defaults to
+    a journal file in the state directory beside the MLflow store."""
+
+    @field_validator("optuna_storage")
+    @classmethod
+    def _storage_kind(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v:
+            scheme = v.split("://", 1)[0].split("+")[0]
+            if scheme not in ("postgresql", "mysql"):
+                # SQLite is refused: Optuna's FAQ warns against it for parallel optimisation.
+                raise ValueError(
+                    f"unsupported Optuna storage scheme {scheme!r}; allowed: postgresql://, "
+                    "mysql://, or a journal file path"
+                )
+        return v
 
 
 class SearchSpec(_Section):

@@ -37,6 +37,7 @@ TAG_NODE = "actsweep.node"
 TAG_NODE_IP = "actsweep.node_ip"
 TAG_DEVICE = "actsweep.device"
 TAG_COHORT = "actsweep.cohort"
+TAG_OPTUNA_STORAGE = "actsweep.optuna_storage"
 TAG_ACTIVATION = "activation"
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -44,6 +45,17 @@ ROLE_SEARCH = "search"
 ROLE_TRIAL = "trial"
 
 _BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password (tags are readable by everyone with the store)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def trial_key(search_id: str, activation: str, number: int) -> str:
@@ -213,7 +225,7 @@ class Tracker:
             return None
         return find_search_run(self.client, str(exp.experiment_id), self.search_id)
 
-    def start(self, spec_text: str | None = None) -> str:
+    def start(self, spec_text: str | None = None, tags: dict[str, str] | None = None) -> str:
         """Create (or reopen, when resuming) the parent run; start the writer thread."""
         self.experiment_id = ensure_experiment(
             self.client, self.spec.experiment_name, self.tracking_uri
@@ -229,6 +241,7 @@ class Tracker:
                     TAG_SEARCH_NAME: self.spec.name,
                     TAG_SPEC_HASH: self.spec.spec_hash(),
                     TAG_STATE: "running",
+                    **(tags or {}),
                 },
             )
             self.parent_run_id = run.info.run_id

@@ -76,6 +76,8 @@ def test_mlflow_holds_one_parent_and_one_finished_child_per_trial(searched: dict
     parent_id = parents["run_id"].iloc[0]
     assert parents["status"].iloc[0] == "FINISHED"
     assert parents["params.space.activations"].iloc[0] == "relu,tanh"
+    journal = searched["tmp"] / ".actsweep" / "optuna.journal"
+    assert parents["tags.actsweep.optuna_storage"].iloc[0] == str(journal)
     assert len(children) == 6
     assert set(children["status"]) == {"FINISHED"}
     assert set(children["tags.mlflow.parentRunId"]) == {parent_id}

@@ -148,3 +148,20 @@ def test_missing_file_and_binary_junk(tmp_path: Path) -> None:
 
 def test_write_spec_helper_roundtrip(tmp_path: Path, base_spec: dict[str, Any]) -> None:
     assert load_spec(write_spec(tmp_path / "ok.yaml", base_spec)).name == "tiny"
+
+
+def test_optuna_storage_kinds(base_spec: dict[str, Any]) -> None:
+    base_spec["tracking"] = {"optuna_storage": "postgresql://u:p@localhost/optuna"}
+    assert parse_spec(base_spec).tracking.optuna_storage.startswith("postgresql://")
+    base_spec["tracking"] = {"optuna_storage": "/shared/optuna.journal"}
+    assert parse_spec(base_spec).tracking.optuna_storage == "/shared/optuna.journal"
+    base_spec["tracking"] = {"optuna_storage": "sqlite:///optuna.db"}
+    with pytest.raises(SpecError, match="tracking.optuna_storage: unsupported Optuna storage"):
+        parse_spec(base_spec)
+
+
+def test_redact_hides_passwords() -> None:
+    from search.tracking import redact
+
+    assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redact("/path/optuna.journal") == "/path/optuna.journal"
