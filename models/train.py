@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.activations import get_activation
-from models.convergence import Convergence, ConvergenceSummary, check, summarize
+from models.convergence import Convergence, ConvergenceSummary, Status, check, summarize
 from models.datasets import Dataset
 from models.initializers import get_initializer
 from models.mlp import CohortMLP, MLPShape, build_cohort
@@ -117,6 +117,9 @@ class RunResult:
     val_accuracy: float | None
     wall_seconds: float
     """From the start of train_cohort to the moment this member stopped."""
+    step_limit: int = 0
+    """The step budget the member ran under: max_steps, or less when early stopping (stop_at,
+    race) censored it because it could no longer beat a run that reached the target."""
 
 
 class _CohortOptimizer:
@@ -191,9 +194,24 @@ def _validate(
 
 
 def train_cohort(
-    data: Dataset, cohort: CohortSpec, conv: Convergence, device: str | torch.device = "cpu"
+    data: Dataset,
+    cohort: CohortSpec,
+    conv: Convergence,
+    device: str | torch.device = "cpu",
+    *,
+    stop_at: int | None = None,
+    race: bool = False,
 ) -> list[RunResult]:
-    """Train every member of ``cohort`` on ``data``; results in member order."""
+    """Train every member of ``cohort`` on ``data``; results in member order.
+
+    Early stopping for searches, where only the fastest configuration matters:
+    - ``stop_at``: members still running at this step stop there (censored), because they can
+      no longer beat a run that already reached the target at ``stop_at`` (rounded down to an
+      evaluation point);
+    - ``race``: once any member reaches the target at step s, the members still running stop
+      at s too, for the same reason.
+    Both only censor runs that cannot win; neither changes what any member computes.
+    """
     start = time.perf_counter()
     if not cohort.members:
         raise ValueError("the cohort has no members")
@@ -232,7 +250,10 @@ def train_cohort(
     loss_buf, acc_buf = buffers(len(active))  # (eval_every, M): one row per step in the window
     perm = torch.empty(0, dtype=torch.long, device=device)
     step = 0
-    while active and step < conv.max_steps:
+    limit = conv.max_steps
+    if stop_at is not None:
+        limit = min(limit, max(conv.eval_every, stop_at - stop_at % conv.eval_every))
+    while active and step < limit:
         position = step % batches_per_epoch
         if position == 0:
             perm = torch.stack([torch.randperm(n_train, generator=g) for g in data_streams])
@@ -256,6 +277,7 @@ def train_cohort(
         smoothed_loss = window.mean(dim=0).tolist()
         smoothed_acc = acc_buf.double().mean(dim=0).tolist() if classification else None
         stopped: list[tuple[int, int | None, bool]] = []  # (position, diverged_step, diverged)
+        statuses: list[tuple[Status, int | None]] = []
         for j, original in enumerate(active):
             record = records[original]
             if step == conv.eval_every:
@@ -271,8 +293,12 @@ def train_cohort(
                 bad = (~torch.isfinite(window[:, j])).nonzero()
                 if bad.numel():
                     diverged_step = step - conv.eval_every + 1 + int(bad[0, 0])
-            if status != "running" or step >= conv.max_steps:
-                stopped.append((j, diverged_step, status == "diverged"))
+            statuses.append((status, diverged_step))
+        if race and any(st == "reached" for st, _ in statuses):
+            limit = step  # everyone still running can only reach the target later
+        for j, (st, dstep) in enumerate(statuses):
+            if st != "running" or step >= limit:
+                stopped.append((j, dstep, st == "diverged"))
         if not stopped:
             continue
 
@@ -308,6 +334,7 @@ def train_cohort(
                 val_loss=val_loss,
                 val_accuracy=val_acc,
                 wall_seconds=elapsed,
+                step_limit=limit,
             )
 
         # Compaction: drop stopped members from the model, optimizer, data order and buffers.

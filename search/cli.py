@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the spec's tracking.optuna_storage, else .actsweep/optuna.journal beside the store)",
     )
     run.add_argument("--quiet", action="store_true", help="print only the leaderboard")
+    run.add_argument(
+        "--timings-json",
+        default=None,
+        metavar="PATH",
+        help="write wall-clock marks and worker CPU accounting as JSON (for benchmarks)",
+    )
 
     val = sub.add_parser("validate", help="check a spec without running anything")
     val.add_argument("spec")
@@ -99,6 +105,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         spec_text=spec_text,
         out=None if args.quiet else sys.stdout,
     )
+    if args.timings_json:
+        import json
+
+        Path(args.timings_json).write_text(json.dumps(outcome.timings, indent=2))
     if args.quiet:
         from search.leaderboard import render
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from typing import TextIO
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import optuna
 import pandas as pd
@@ -41,6 +43,8 @@ class SearchOutcome:
     parent_run_id: str
     leaderboard: pd.DataFrame
     already_finished: bool = False
+    timings: dict[str, Any] = field(default_factory=dict)
+    """Wall-clock marks (epoch seconds) and worker accounting, for benchmarks."""
 
 
 def convergence_of(spec: SearchSpec) -> Convergence:
@@ -174,8 +178,13 @@ def run_search(
     optuna_storage_location: str | None = None,
     spec_text: str | None = None,
     out: TextIO | None = sys.stdout,
+    trainable: Callable[..., None] | None = None,
 ) -> SearchOutcome:
-    """Run (or resume, or report the finished) search described by `spec`."""
+    """Run (or resume, or report the finished) search described by `spec`.
+
+    `trainable` replaces the Tune function trainable (same signature as
+    search.trainable.tune_trainable); benchmarks and fault-injection tests use it.
+    """
     tracker = Tracker(tracking_uri, spec)
     found = tracker.existing()
     if found is not None and found.state == "finished":
@@ -210,12 +219,31 @@ def run_search(
                 flush=True,
             )
 
+        timings: dict[str, Any] = {"workers": {}}
+
         def on_cohort_done(outcome: CohortOutcome) -> None:
             tracker.record(outcome)
             progress.update(outcome)
+            timings["last_finished"] = time.time()
+            timings.setdefault("completions", []).append((progress.done, time.time()))
+            rep = outcome.report
+            if "worker_pid" in rep:
+                w = timings["workers"].setdefault(
+                    f"{rep.get('node_id', '')}:{rep['worker_pid']}", {"train_cpu": 0.0}
+                )
+                w["train_cpu"] += rep["train_cpu"]
+                w["worker_cpu"] = max(w.get("worker_cpu", 0.0), rep["worker_cpu"])
+                w["worker_rss_mb"] = max(w.get("worker_rss_mb", 0.0), rep["worker_rss_mb"])
+
+        def on_first_submit() -> None:
+            timings.setdefault("first_submit", time.time())
 
         searcher = CohortSearcher(
-            spec=spec, studies=studies, remaining=remaining, on_cohort_done=on_cohort_done
+            spec=spec,
+            studies=studies,
+            remaining=remaining,
+            on_cohort_done=on_cohort_done,
+            on_suggest=on_first_submit,
         )
         context = WorkerContext(
             data=data,
@@ -227,15 +255,16 @@ def run_search(
         )
         from search.trainable import tune_trainable
 
-        trainable = tune.with_resources(
-            tune.with_parameters(tune_trainable, context=context),
+        fn = trainable if trainable is not None else tune_trainable
+        tune_fn = tune.with_resources(
+            tune.with_parameters(fn, context=context),
             {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
         )
         ok = True
         _quiet_tune()
         if sum(remaining.values()) > 0:
             tuner = tune.Tuner(
-                trainable,
+                tune_fn,
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     num_samples=-1,
@@ -254,12 +283,16 @@ def run_search(
             )
             tuner.fit()
         tracker.drain()
+        timings["tracking_drained"] = time.time()
+        timings["driver_seconds"] = dict(searcher.driver_seconds)
+        timings["mlflow_writer_seconds"] = tracker.writer_seconds
         board = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
         tracker.finish(leaderboard_files(board), ok=ok)
         if out is not None:
             print(f"\nleaderboard of {spec.search_id} (parent run {parent}):", file=out)
             print(render(board, "table"), file=out, end="")
-        return SearchOutcome(spec.search_id, tracker.experiment_id, parent, board)
+        timings["end"] = time.time()
+        return SearchOutcome(spec.search_id, tracker.experiment_id, parent, board, timings=timings)
     finally:
         if started_ray:
             import ray

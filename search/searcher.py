@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,15 +63,21 @@ class CohortSearcher(Searcher):
         studies: dict[str, optuna.Study],
         remaining: dict[str, int],
         on_cohort_done: Callable[[CohortOutcome], None],
+        on_suggest: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(metric="cohort_best_score", mode="min")
         self._spec = spec
         self._studies = studies
         self._remaining = dict(remaining)
         self._on_cohort_done = on_cohort_done
+        self._on_suggest = on_suggest
         self._pending: dict[str, _Pending] = {}
         self._order = list(spec.space.activations)
         self._turn = 0
+        self.driver_seconds = {"suggest": 0.0, "complete": 0.0}
+        """Driver time spent in Optuna asks (suggest) and tells + hand-off (complete)."""
+        self._best: dict[str, int] = {}
+        """Fewest steps to target per activation so far (the early-stopping bar)."""
 
     @property
     def remaining(self) -> dict[str, int]:
@@ -79,7 +86,7 @@ class CohortSearcher(Searcher):
     # Tune pickles its searcher into its experiment state. Ours is rebuilt from the Optuna
     # journal and MLflow on resume (`actsweep run` again), so live handles (storage locks,
     # the tracker callback) are left out rather than pickled.
-    _LIVE = ("_studies", "_on_cohort_done", "_pending")
+    _LIVE = ("_studies", "_on_cohort_done", "_on_suggest", "_pending")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
@@ -89,6 +96,7 @@ class CohortSearcher(Searcher):
         self._studies = {}
         self._pending = {}
         self._on_cohort_done = lambda outcome: None
+        self._on_suggest = None
 
     def save(self, checkpoint_path: str) -> None:
         # Informational only: the remaining budget per activation at checkpoint time.
@@ -111,6 +119,13 @@ class CohortSearcher(Searcher):
         return None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        t0 = time.perf_counter()
+        try:
+            return self._suggest(trial_id)
+        finally:
+            self.driver_seconds["suggest"] += time.perf_counter() - t0
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         activation = self._next_activation()
         if activation is None:
             # Tune's documented "no more trials" sentinel is a str; its type hints omit it.
@@ -127,13 +142,31 @@ class CohortSearcher(Searcher):
             asked.append((suggest(trial, activation, self._spec.space), trial))
         self._remaining[activation] -= size
         self._pending[trial_id] = _Pending(activation, asked)
+        if self._on_suggest is not None:
+            self._on_suggest()
         seed = member_seed(self._spec, 0)
         members = [{"number": p.number, "init": p.init, "lr": p.lr, "seed": seed} for p, _ in asked]
-        return cohort_config(activation, lead.depth, lead.optimizer, members)
+        config = cohort_config(activation, lead.depth, lead.optimizer, members)
+        if self._spec.budget.early_stopping:
+            config["stop_at"] = self._best.get(activation)
+            config["race"] = True
+        return config
+
+    def note_best(self, activation: str, steps: int) -> None:
+        """Record a reached run (also used on resume, from the runs already in MLflow)."""
+        cur = self._best.get(activation)
+        self._best[activation] = steps if cur is None else min(cur, steps)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._complete(trial_id, result, error)
+        finally:
+            self.driver_seconds["complete"] += time.perf_counter() - t0
+
+    def _complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         pending = self._pending.pop(trial_id, None)
         if pending is None:
             return
@@ -148,6 +181,9 @@ class CohortSearcher(Searcher):
                 continue
             assert results is not None
             member = results[i]
+            summary = member["summary"]
+            if summary["reached"]:
+                self.note_best(pending.activation, int(summary["steps_to_target"]))
             value = float(member["score"])
             if not math.isfinite(value):
                 value = WORST_SCORE_FACTOR * self._spec.convergence.max_steps

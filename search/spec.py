@@ -139,8 +139,12 @@ class ConvergenceSpec(_Section):
 
 class BudgetSpec(_Section):
     trials_per_activation: int = Field(16, ge=1, le=100_000)
-    cohort_size: int = Field(8, ge=1, le=1024)
+    cohort_size: int = Field(4, ge=1, le=1024)
     """Trials of one activation and depth trained together as one batched model."""
+    early_stopping: bool = True
+    """Stop a trial once it can no longer beat its activation's best: when an earlier trial or a
+    cohort sibling already reached the target sooner. Such trials are censored (reached = 0,
+    step_limit < max_steps); set false to train every trial to its own end (maps, curves)."""
 
 
 class SamplerSpec(_Section):

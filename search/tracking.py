@@ -184,6 +184,7 @@ def child_run_payload(
             "auc_log_loss": s["auc_log_loss"],
             "steps_trained": s["steps_trained"],
             "wall_seconds": res["wall_seconds"],
+            "step_limit": res.get("step_limit"),
             "score": member.value,
         }
         if s["diverged_step"] is not None:
@@ -216,6 +217,8 @@ class Tracker:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.child_runs_logged = 0
+        self.writer_seconds = 0.0
+        """Time the writer thread spent in MLflow calls (off the driver's critical path)."""
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -296,10 +299,12 @@ class Tracker:
                 return
             if self._error is not None:
                 continue  # keep draining so the producer never blocks
+            t0 = time.perf_counter()
             try:
                 self._log_cohort(outcome)
             except BaseException as err:  # surfaced by drain()
                 self._error = err
+            self.writer_seconds += time.perf_counter() - t0
 
     def _log_cohort(self, outcome: CohortOutcome) -> None:
         for member in outcome.members:
@@ -319,8 +324,10 @@ class Tracker:
             self.experiment_id, start_time=_ms(start), tags=tags, run_name=tags["mlflow.runName"]
         )
         run_id = run.info.run_id
-        self.client.log_batch(run_id, params=params)
-        for i in range(0, len(metrics), _BATCH):
+        # One batch holds params and the first metrics: every call is a store transaction.
+        head = _BATCH - len(params)
+        self.client.log_batch(run_id, params=params, metrics=metrics[:head])
+        for i in range(head, len(metrics), _BATCH):
             self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH])
         status = RunStatus.FAILED if member.result is None else RunStatus.FINISHED
         self.client.set_terminated(run_id, RunStatus.to_string(status), end_time=_ms(end))

@@ -153,3 +153,35 @@ def test_spec_validation() -> None:
     spec = CohortSpec("ReLU", 1, 8, " Adam", members=[Member("auto", 0.1, 0)])  # type: ignore[arg-type]
     assert spec.optimizer == "adam" and isinstance(spec.members, tuple)
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_race_stops_everyone_at_the_first_member_to_reach() -> None:
+    data = load_dataset("digits")
+    members = [Member("auto", 0.1, 0), Member("auto", 0.01, 1), Member("auto", 0.001, 2)]
+    free = train_cohort(data, _spec(members, activation="relu"), CONV)
+    raced = train_cohort(data, _spec(members, activation="relu"), CONV, race=True)
+    first = min(r.summary.steps_to_target for r in free if r.summary.reached)
+    fast = [i for i, r in enumerate(free) if r.summary.steps_to_target == first]
+    for i, (a, b) in enumerate(zip(free, raced, strict=True)):
+        assert b.step_limit == first
+        if i in fast:  # the winner is untouched
+            assert _outcome(a) == _outcome(b)
+        else:  # the others are censored where the winner reached, with the same prefix
+            assert not b.summary.reached and b.summary.steps_trained == first
+            assert (
+                b.steps == a.steps[: len(b.steps)] and b.train_loss == a.train_loss[: len(b.steps)]
+            )
+    assert free[0].step_limit == CONV.max_steps
+
+
+def test_stop_at_censors_runs_that_cannot_win() -> None:
+    data = load_dataset("digits")
+    members = [Member("auto", 0.1, 0), Member("auto", 0.001, 2)]
+    free = train_cohort(data, _spec(members, activation="relu"), CONV)
+    fast_steps = free[0].summary.steps_to_target
+    assert fast_steps is not None
+    # a stratum best equal to the fast member's steps: it still reaches (ties count), the slow one stops
+    capped = train_cohort(data, _spec(members, activation="relu"), CONV, stop_at=fast_steps + 7)
+    assert _outcome(capped[0]) == _outcome(free[0])
+    assert not capped[1].summary.reached and capped[1].summary.steps_trained == fast_steps
+    assert capped[1].step_limit == fast_steps  # rounded down to an evaluation point
