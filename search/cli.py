@@ -155,6 +155,12 @@ COMMANDS = {
 }
 
 
+# No phoning home from a search service (and no network here): MLflow's telemetry and Ray's
+# usage stats are off unless the user sets these variables themselves.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # MLflow announces schema creation at INFO on every new store; keep the console for results.
