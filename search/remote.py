@@ -24,7 +24,7 @@ CLIENT_DEFAULTS = {
     # progress and leaderboard are the console output.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
-PREFLIGHT_TIMEOUT_S = 5.0
+PREFLIGHT_TIMEOUT_S = 15.0
 
 
 def is_remote(uri: str) -> bool:
