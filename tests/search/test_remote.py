@@ -146,3 +146,21 @@ def test_cli_against_a_stopped_server_exits_2_with_one_line_and_writes_nothing(
     assert proc.stderr.startswith("actsweep: error: --tracking-uri: cannot connect")
     assert uri in proc.stderr
     assert not (tmp_path / "home" / ".actsweep").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_experiment_view_points_at_the_runs_table(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from search.remote import experiment_view
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(SpecError, match="no MLflow store at"):
+        experiment_view("http://127.0.0.1:5000", uri, "tiny")
+    assert not (tmp_path / "mlflow.db").exists()  # looking did not create a store
+    exp = MlflowClient(uri).create_experiment("tiny", artifact_location=(tmp_path / "a").as_uri())
+    assert experiment_view("http://127.0.0.1:5000/", uri, "tiny") == (
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+    )
+    assert experiment_view("http://127.0.0.1:5000", uri, None) == "http://127.0.0.1:5000"
+    with pytest.raises(SpecError, match="no experiment named 'ghost'"):
+        experiment_view("http://127.0.0.1:5000", uri, "ghost")
