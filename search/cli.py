@@ -1,4 +1,4 @@
-"""The `actsweep` command line: run, validate, leaderboard, ui.
+"""The `actsweep` command line: run, validate, leaderboard, ui, server.
 
 Bad input (a spec, a flag, a URI) ends in one line naming the field and exit code 2,
 before anything is written.
@@ -68,11 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_uri(lb)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on this tracking store (127.0.0.1)")
+    ui.add_argument(
+        "experiment", nargs="?", default=None, help="open this experiment's runs directly"
+    )
     _add_uri(ui)
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
         "--host", default="127.0.0.1", help="bind address (keep loopback unless behind a proxy)"
     )
+
+    from deploy.server import add_parser as add_server_parser
+
+    add_server_parser(sub)
     return parser
 
 
@@ -89,11 +96,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from search.paths import resolve_tracking_uri
+    from search.remote import prepare_remote, uri_field
     from search.spec import load_spec
 
     spec = load_spec(args.spec)
     uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
     spec_text = Path(args.spec).read_text()
+    # Before any run, study or state directory exists: a server that is down fails here.
+    prepare_remote(uri, uri_field(args.tracking_uri, spec.tracking.uri))
 
     from search.orchestrate import run_search
 
@@ -117,11 +127,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from search.leaderboard import render
     from search.paths import resolve_tracking_uri
-    from search.results import load_leaderboard
+    from search.remote import prepare_remote, uri_field
 
     uri = resolve_tracking_uri(args.tracking_uri, None)
+    prepare_remote(uri, uri_field(args.tracking_uri))
+    from search.leaderboard import render
+    from search.results import load_leaderboard
+
     board = load_leaderboard(args.experiment, tracking_uri=uri, search_id=args.search)
     print(render(board, args.format), end="")
     return 0
@@ -131,8 +144,20 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     from search.paths import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, None)
+    from search.remote import experiment_view, is_remote, prepare_remote, uri_field
+
+    if is_remote(uri):
+        # Server mode: the UI is already served there; open it instead of starting another.
+        import webbrowser
+
+        prepare_remote(uri, uri_field(args.tracking_uri))
+        url = experiment_view(uri, uri, args.experiment)
+        print(f"MLflow UI at {url}", flush=True)
+        webbrowser.open(url)
+        return 0
     if not 0 < args.port < 65536:
         raise SpecError("--port", f"{args.port} is not a TCP port (1..65535)")
+    url = experiment_view(f"http://{args.host}:{args.port}", uri, args.experiment)
     cmd = [
         "mlflow",
         "ui",
@@ -143,8 +168,15 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    os.execvp(cmd[0], cmd)
+    print(f"MLflow UI on {url} (Ctrl-C to stop)", flush=True)
+    # Nothing here loads pickled models; a UI that would unpickle artifacts runs their code.
+    os.execvpe(cmd[0], cmd, {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"})
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from deploy.server import main as serve
+
+    return serve(args)
 
 
 COMMANDS = {
@@ -152,6 +184,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "leaderboard": _cmd_leaderboard,
     "ui": _cmd_ui,
+    "server": _cmd_server,
 }
 
 

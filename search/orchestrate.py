@@ -20,12 +20,14 @@ import pandas as pd
 from models.convergence import Convergence
 from models.datasets import load_dataset
 from search.errors import SpecError
-from search.leaderboard import compute_leaderboard, leaderboard_files, render, trials_table
+from search.leaderboard import compute_leaderboard, render, trials_table
 from search.paths import state_dir
 from search.progress import Progress
+from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
 from search.space import derive_seed, study_name
 from search.spec import SearchSpec
+from search.summary import publish
 from search.tracking import TAG_OPTUNA_STORAGE, Tracker, redact, trial_runs_of
 from search.trainable import WorkerContext
 
@@ -185,6 +187,8 @@ def run_search(
     `trainable` replaces the Tune function trainable (same signature as
     search.trainable.tune_trainable); benchmarks and fault-injection tests use it.
     """
+    if is_remote(tracking_uri):
+        bound_client_retries()  # an unreachable server must fail, not hang (search.remote)
     tracker = Tracker(tracking_uri, spec)
     found = tracker.existing()
     if found is not None and found.state == "finished":
@@ -286,8 +290,7 @@ def run_search(
         timings["tracking_drained"] = time.time()
         timings["driver_seconds"] = dict(searcher.driver_seconds)
         timings["mlflow_writer_seconds"] = tracker.writer_seconds
-        board = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
-        tracker.finish(leaderboard_files(board), ok=ok)
+        board = publish(tracker, spec, tracking_uri, ok=ok)
         if out is not None:
             print(f"\nleaderboard of {spec.search_id} (parent run {parent}):", file=out)
             print(render(board, "table"), file=out, end="")

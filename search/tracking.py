@@ -13,8 +13,10 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
 import pandas as pd
@@ -103,6 +105,53 @@ def find_search_run(client: MlflowClient, experiment_id: str, search_id: str) ->
         return None
     run = runs[0]
     return SearchRun(experiment_id, run.info.run_id, run.data.tags.get(TAG_STATE, "running"))
+
+
+def runs_tagged(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[str]:
+    """Ids of the active runs carrying every tag in `tags`, oldest first."""
+    clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs(
+        [experiment_id], filter_string=clauses, order_by=["attributes.start_time ASC"]
+    )
+    return [r.info.run_id for r in runs]
+
+
+def create_run_once(
+    client: MlflowClient,
+    experiment_id: str,
+    key: dict[str, str],
+    tags: dict[str, str],
+    run_name: str,
+    start_time: int | None = None,
+    remote: bool = True,
+) -> str:
+    """Create the run identified by the tags `key`, leaving exactly one active run with them.
+
+    MLflow's HTTP client retries a POST whose answer was lost, and by then the server may
+    have created the run: one call can leave two runs. So after a failed call we look the
+    run up by its key before creating again, and after a successful one we delete any twin
+    (keeping the run we were answered with). `key` must identify the run uniquely.
+    A local store (`remote=False`: SQLite, files) has no lost answers, and the twin lookup
+    would cost a query per run that grows with the experiment, so it is skipped there.
+    """
+    try:
+        run_id = client.create_run(
+            experiment_id, start_time=start_time, tags=tags, run_name=run_name
+        ).info.run_id
+    except MlflowException:
+        found = runs_tagged(client, experiment_id, key)
+        if not found:
+            found = [
+                client.create_run(
+                    experiment_id, start_time=start_time, tags=tags, run_name=run_name
+                ).info.run_id
+            ]
+        run_id = found[0]
+    if remote:
+        for twin in runs_tagged(client, experiment_id, key):
+            if twin != run_id:
+                client.delete_run(twin)
+    return run_id
 
 
 def logged_trial_keys(client: MlflowClient, experiment_id: str, search_id: str) -> set[str]:
@@ -217,6 +266,7 @@ class Tracker:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.child_runs_logged = 0
+        self.remote = urlsplit(tracking_uri).scheme in ("http", "https")
         self.writer_seconds = 0.0
         """Time the writer thread spent in MLflow calls (off the driver's critical path)."""
 
@@ -235,8 +285,10 @@ class Tracker:
         )
         found = find_search_run(self.client, self.experiment_id, self.search_id)
         if found is None:
-            run = self.client.create_run(
+            self.parent_run_id = create_run_once(
+                self.client,
                 self.experiment_id,
+                {TAG_ROLE: ROLE_SEARCH, TAG_SEARCH_ID: self.search_id},
                 run_name=self.search_id,
                 tags={
                     TAG_ROLE: ROLE_SEARCH,
@@ -247,7 +299,6 @@ class Tracker:
                     **(tags or {}),
                 },
             )
-            self.parent_run_id = run.info.run_id
             params = [Param(k, v[:6000]) for k, v in self.spec.flat_params().items()]
             for i in range(0, len(params), 100):
                 self.client.log_batch(self.parent_run_id, params=params[i : i + 100])
@@ -276,7 +327,7 @@ class Tracker:
         if self._error is not None:
             raise self._error
 
-    def finish(self, files: dict[str, str], ok: bool = True) -> None:
+    def finish(self, files: Mapping[str, str | bytes], ok: bool = True) -> None:
         for name, text in files.items():
             self._log_text(name, text)
         self.client.set_tag(self.parent_run_id, TAG_STATE, "finished" if ok else "failed")
@@ -286,10 +337,13 @@ class Tracker:
 
     # --- writing ------------------------------------------------------------------------
 
-    def _log_text(self, name: str, text: str) -> None:
+    def _log_text(self, name: str, text: str | bytes) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
-            path.write_text(text)
+            if isinstance(text, bytes):
+                path.write_bytes(text)  # plots (PNG)
+            else:
+                path.write_text(text)
             self.client.log_artifact(self.parent_run_id, str(path))
 
     def _writer(self) -> None:
@@ -320,10 +374,15 @@ class Tracker:
             self.spec, self.search_id, outcome, member
         )
         tags[PARENT_TAG] = self.parent_run_id
-        run = self.client.create_run(
-            self.experiment_id, start_time=_ms(start), tags=tags, run_name=tags["mlflow.runName"]
+        run_id = create_run_once(
+            self.client,
+            self.experiment_id,
+            {TAG_ROLE: ROLE_TRIAL, TAG_TRIAL_KEY: tags[TAG_TRIAL_KEY]},
+            tags=tags,
+            run_name=tags["mlflow.runName"],
+            start_time=_ms(start),
+            remote=self.remote,
         )
-        run_id = run.info.run_id
         # One batch holds params and the first metrics: every call is a store transaction.
         head = _BATCH - len(params)
         self.client.log_batch(run_id, params=params, metrics=metrics[:head])
