@@ -1,4 +1,4 @@
-"""The `actsweep` command line: run, validate, leaderboard, ui.
+"""The `actsweep` command line: run, validate, leaderboard, ui; submit and jobs (deploy/cli.py).
 
 Bad input (a spec, a flag, a URI) ends in one line naming the field and exit code 2,
 before anything is written.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from deploy.cli import CLUSTER_COMMANDS, add_cluster_parsers
 from search.errors import SpecError
 
 EXIT_USAGE = 2
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--host", default="127.0.0.1", help="bind address (keep loopback unless behind a proxy)"
     )
+    add_cluster_parsers(sub)
     return parser
 
 
@@ -142,6 +144,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "leaderboard": _cmd_leaderboard,
     "ui": _cmd_ui,
+    **CLUSTER_COMMANDS,
 }
 
 
