@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ def cluster() -> Iterator[LoopbackCluster]:
         yield c
     finally:
         c.stop()
+    deadline = time.monotonic() + 30  # SIGKILLed processes take a moment to vanish
+    while c.leftover_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert c.leftover_pids() == [], "processes of the test cluster outlived stop()"
 
 
