@@ -261,6 +261,36 @@ def test_jobs_commands_find_the_search(
     assert "JOB: no job 'actsweep-no-such-search'" in capsys.readouterr().err
 
 
+def test_stopped_search_is_resubmitted_as_a_new_attempt(
+    cluster: LoopbackCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from deploy.client import connect
+    from deploy.jobs import wait_terminal
+
+    use_token(monkeypatch, cluster, tmp_path / "home")
+    long = {**SPEC, "name": "multinode-stop", "budget": {"trials_per_activation": 500}}
+    spec = write_spec(tmp_path / "long.yaml", long)
+    argv = ["submit", str(spec), "--address", cluster.dashboard_url]
+    argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    client = connect(cluster.dashboard_url)
+    assert main(argv) == 0
+    first = next(
+        j.submission_id for j in client.list_jobs() if "multinode-stop" in str(j.submission_id)
+    )
+    assert main(["jobs", "stop", first, "--address", cluster.dashboard_url]) == 0
+    assert str(wait_terminal(client, first, poll_s=0.5).status) == "STOPPED"
+    capsys.readouterr()
+    assert main(argv) == 0  # the same search again: a new attempt, since the first was stopped
+    assert f"as Ray job {first}-r2 " in capsys.readouterr().out
+    assert main(["jobs", "stop", f"{first}-r2", "--address", cluster.dashboard_url]) == 0
+    assert str(wait_terminal(client, f"{first}-r2", poll_s=0.5).status) == "STOPPED"
+    attempts = [j for j in client.list_jobs() if "multinode-stop" in str(j.submission_id)]
+    assert sorted(j.submission_id for j in attempts) == [first, f"{first}-r2"]
+
+
 def test_gpu_spec_on_a_cpu_cluster_fails_fast_with_a_clear_message(
     cluster: LoopbackCluster,
     tmp_path: Path,
