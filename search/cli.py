@@ -1,4 +1,4 @@
-"""The `actsweep` command line: run, validate, leaderboard, ui, server.
+"""The `actsweep` command line: run, validate, leaderboard, ui, server; submit and jobs (deploy/cli.py).
 
 Bad input (a spec, a flag, a URI) ends in one line naming the field and exit code 2,
 before anything is written.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from deploy.cli import CLUSTER_COMMANDS, add_cluster_parsers
 from search.errors import SpecError
 
 EXIT_USAGE = 2
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deploy.server import add_parser as add_server_parser
 
     add_server_parser(sub)
+    add_cluster_parsers(sub)
     return parser
 
 
@@ -185,6 +187,7 @@ COMMANDS = {
     "leaderboard": _cmd_leaderboard,
     "ui": _cmd_ui,
     "server": _cmd_server,
+    **CLUSTER_COMMANDS,
 }
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from models.convergence import Convergence
 from models.datasets import load_dataset
-from search.errors import SpecError
+from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.leaderboard import compute_leaderboard, render, trials_table
 from search.paths import state_dir
 from search.progress import Progress
@@ -121,9 +121,7 @@ def _start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     ray.init(
-        # "local" starts a private instance: a bare ray.init() would silently join any
-        # cluster that `ray start` left running on this machine.
-        address=address or "local",
+        address=ray_address(address),
         include_dashboard=False,
         configure_logging=True,
         logging_level=logging.WARNING,
@@ -132,28 +130,24 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
-def _check_resources(spec: SearchSpec) -> int:
-    """Concurrent cohorts the cluster can hold; fail fast on impossible requests."""
-    import ray
+def ray_address(address: str | None) -> str:
+    """The address for ray.init: the flag, else the cluster of the Ray job we run in, else "local"."""
+    if address:
+        return address
+    # Inside a Ray job (`actsweep submit`, a KubeRay RayJob) the job supervisor sets this
+    # and RAY_ADDRESS: join that cluster instead of starting a private one on the head.
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        return "auto"
+    # "local" starts a private instance: a bare ray.init() would silently join any
+    # cluster that `ray start` left running on this machine.
+    return "local"
 
-    res = ray.cluster_resources()
-    cpus = float(res.get("CPU", 0.0))
-    gpus = float(res.get("GPU", 0.0))
+
+def _check_resources(spec: SearchSpec) -> Capacity:
+    """Concurrent cohorts the cluster can hold; fail fast on impossible requests."""
+    alive, launchable = cluster_shapes()
     want = spec.resources
-    if want.gpus_per_trial > 0 and gpus < want.gpus_per_trial:
-        raise SpecError(
-            "resources.gpus_per_trial",
-            f"asks for {want.gpus_per_trial} GPU per trial but the Ray cluster has {gpus:g} GPUs",
-        )
-    if cpus < want.cpus_per_trial:
-        raise SpecError(
-            "resources.cpus_per_trial",
-            f"asks for {want.cpus_per_trial} CPU per trial but the Ray cluster has {cpus:g} CPUs",
-        )
-    slots = int(cpus // want.cpus_per_trial)
-    if want.gpus_per_trial > 0:
-        slots = min(slots, int(gpus // want.gpus_per_trial))
-    return max(1, slots)
+    return plan_capacity(alive, launchable, want.cpus_per_trial, want.gpus_per_trial)
 
 
 def _trial_name(trial: object) -> str:
@@ -210,7 +204,8 @@ def run_search(
     data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
     started_ray = _start_ray(address)
     try:
-        slots = _check_resources(spec)
+        capacity = _check_resources(spec)
+        slots = capacity.slots
         parent = tracker.start(spec_text, {TAG_OPTUNA_STORAGE: redact(location)})
         total = spec.budget.trials_per_activation * len(spec.space.activations)
         progress = Progress(spec.space.activations, total, total - sum(remaining.values()), out)
@@ -273,7 +268,10 @@ def run_search(
                     search_alg=searcher,
                     num_samples=-1,
                     max_concurrent_trials=slots,
-                    reuse_actors=True,
+                    # Across nodes, Tune hands a pending cohort to a freed cached actor and
+                    # kills the one it was starting elsewhere: cohorts shorter than an
+                    # actor's start-up then all pile onto the first node. Reuse on one node.
+                    reuse_actors=capacity.nodes <= 1,
                     trial_name_creator=_trial_name,
                     trial_dirname_creator=_trial_name,
                 ),

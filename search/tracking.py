@@ -37,6 +37,8 @@ TAG_SPEC_HASH = "actsweep.spec_hash"
 TAG_STATE = "actsweep.state"
 TAG_NODE = "actsweep.node"
 TAG_NODE_IP = "actsweep.node_ip"
+TAG_NODE_ID = "actsweep.node_id"
+"""The Ray node id: unlike hostname and IP, distinct for every node, even on one machine."""
 TAG_DEVICE = "actsweep.device"
 TAG_COHORT = "actsweep.cohort"
 TAG_OPTUNA_STORAGE = "actsweep.optuna_storage"
@@ -203,7 +205,12 @@ def child_run_payload(
         TAG_COHORT: outcome.tune_trial_id,
         "mlflow.runName": f"{p.activation}-d{p.depth}-{p.number:04d}",
     }
-    for tag, key in ((TAG_NODE, "hostname"), (TAG_NODE_IP, "node_ip"), (TAG_DEVICE, "device")):
+    for tag, key in (
+        (TAG_NODE, "hostname"),
+        (TAG_NODE_IP, "node_ip"),
+        (TAG_NODE_ID, "node_id"),
+        (TAG_DEVICE, "device"),
+    ):
         if key in report:
             tags[tag] = str(report[key])
     metrics: list[Metric] = []
