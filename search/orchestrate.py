@@ -17,6 +17,7 @@ import pandas as pd
 
 from models.convergence import Convergence
 from models.datasets import load_dataset
+from models.diagnostics import DiagnosticsConfig
 from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, leaderboard_files, render, trials_table
 from search.paths import state_dir
@@ -51,6 +52,18 @@ def convergence_of(spec: SearchSpec) -> Convergence:
         max_steps=c.max_steps,
         eval_every=c.eval_every,
         divergence_factor=c.divergence_factor,
+    )
+
+
+def diagnostics_of(spec: SearchSpec) -> DiagnosticsConfig | None:
+    d = spec.diagnostics
+    if not d.enabled:
+        return None
+    return DiagnosticsConfig(
+        every=d.every,
+        probe_size=d.probe_size,
+        sharpness=d.sharpness,
+        sharpness_iters=d.sharpness_iters,
     )
 
 
@@ -224,6 +237,7 @@ def run_search(
             momentum=spec.space.momentum,
             batch_size=spec.space.batch_size,
             cpus_per_trial=spec.resources.cpus_per_trial,
+            diagnostics=diagnostics_of(spec),
         )
         from search.trainable import tune_trainable
 
@@ -255,6 +269,12 @@ def run_search(
             tuner.fit()
         tracker.drain()
         board = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
+        # Science after the search: lr probes and the convergence map (search.science).
+        from search.science import log_convergence_map, run_probes
+
+        probes = run_probes(spec, data, board, context.convergence)
+        runs = trial_runs_of(tracker.experiment_id, spec.search_id, tracking_uri)
+        log_convergence_map(tracker.client, parent, spec, runs, probes)
         tracker.finish(leaderboard_files(board), ok=ok)
         if out is not None:
             print(f"\nleaderboard of {spec.search_id} (parent run {parent}):", file=out)

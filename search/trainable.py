@@ -16,6 +16,7 @@ import torch
 
 from models.convergence import Convergence, score
 from models.datasets import Dataset
+from models.diagnostics import CohortDiagnostics, DiagnosticsConfig
 from models.train import CohortSpec, Member, RunResult, train_cohort
 
 
@@ -29,6 +30,8 @@ class WorkerContext:
     momentum: float
     batch_size: int
     cpus_per_trial: float
+    diagnostics: DiagnosticsConfig | None = None
+    """Mechanism diagnostics at evaluation points (None: off)."""
 
 
 def cohort_config(
@@ -68,9 +71,19 @@ def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]
     )
     device = pick_device()
     started = time.time()
-    results = train_cohort(context.data, cohort, context.convergence, device=device)
+    diag = (
+        CohortDiagnostics(context.diagnostics, context.data, [m.lr for m in members], device)
+        if context.diagnostics is not None
+        else None
+    )
+    results = train_cohort(context.data, cohort, context.convergence, device=device, on_eval=diag)
+    reports = [result_to_dict(r, context.convergence) for r in results]
+    if diag is not None:
+        for i, report in enumerate(reports):
+            report["diagnostics"] = diag.curve(i)
+            report["mechanisms"] = diag.summary(i)
     return {
-        "members": [result_to_dict(r, context.convergence) for r in results],
+        "members": reports,
         "started_at": started,
         "ended_at": time.time(),
         "hostname": socket.gethostname(),

@@ -1,0 +1,80 @@
+"""End-of-search science: probe each activation's largest stable learning rate, build the
+convergence map, and write both (JSON and pictures) to the search's parent run.
+
+Runs on the driver after the last trial is in MLflow, so the map is computed from exactly the
+child runs a later `actsweep report` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from models.convergence import Convergence
+from models.datasets import Dataset
+from search.convergence_map import convergence_map, pictures
+from search.probe import probe_lr
+from search.space import member_seed
+from search.spec import SearchSpec
+
+MAP_FILE = "convergence_map.json"
+MAP_DIR = "convergence_map"
+
+
+def run_probes(
+    spec: SearchSpec, data: Dataset, board: pd.DataFrame, conv: Convergence
+) -> dict[str, dict[str, Any]]:
+    """The lr probe on every activation's best configuration (leaderboard rows with a run)."""
+    if not spec.lr_probe.enabled:
+        return {}
+    seeds = [member_seed(spec, i) for i in range(spec.seeds)]
+    out: dict[str, dict[str, Any]] = {}
+    for row in board.itertuples():
+        if row.run_id is None or pd.isna(row.lr) or pd.isna(row.depth):
+            continue
+        result = probe_lr(
+            data,
+            activation=str(row.activation),
+            depth=int(row.depth),
+            init=str(row.init),
+            optimizer=str(row.optimizer),
+            best_lr=float(row.lr),
+            width=spec.model.width,
+            momentum=spec.space.momentum,
+            batch_size=spec.space.batch_size,
+            seeds=seeds,
+            conv=conv,
+            factor=spec.lr_probe.factor,
+            points=spec.lr_probe.points,
+            rounds=spec.lr_probe.rounds,
+        )
+        out[str(row.activation)] = {**result.to_dict(), "run_id": str(row.run_id)}
+    return out
+
+
+def log_convergence_map(
+    client: MlflowClient,
+    parent_run_id: str,
+    spec: SearchSpec,
+    runs: pd.DataFrame,
+    probes: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Build the map from the child runs and write JSON + pictures to the parent run."""
+    cmap = convergence_map(runs, spec.space.activations, probes)
+    cmap["search_id"] = spec.search_id
+    cmap["max_steps"] = spec.convergence.max_steps
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / MAP_FILE
+        path.write_text(json.dumps(cmap, indent=2))
+        client.log_artifact(parent_run_id, str(path))
+        pics = Path(tmp) / MAP_DIR
+        pics.mkdir()
+        for name, png in pictures(cmap, spec.convergence.max_steps).items():
+            (pics / name).write_bytes(png)
+        client.log_artifacts(parent_run_id, str(pics), artifact_path=MAP_DIR)
+    return cmap
