@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from mlflow.tracking import MlflowClient
 
 from models.convergence import Convergence
@@ -34,27 +35,42 @@ def run_probes(
         return {}
     seeds = [member_seed(spec, i) for i in range(spec.seeds)]
     out: dict[str, dict[str, Any]] = {}
-    for row in board.itertuples():
-        if row.run_id is None or pd.isna(row.lr) or pd.isna(row.depth):
-            continue
-        result = probe_lr(
-            data,
-            activation=str(row.activation),
-            depth=int(row.depth),
-            init=str(row.init),
-            optimizer=str(row.optimizer),
-            best_lr=float(row.lr),
-            width=spec.model.width,
-            momentum=spec.space.momentum,
-            batch_size=spec.space.batch_size,
-            seeds=seeds,
-            conv=conv,
-            factor=spec.lr_probe.factor,
-            points=spec.lr_probe.points,
-            rounds=spec.lr_probe.rounds,
-        )
-        out[str(row.activation)] = {**result.to_dict(), "run_id": str(row.run_id)}
+    # Like a trial's worker: tiny tensors, so as many threads as a trial gets (models.train
+    # measured OpenMP spin-waiting on busy cores costing 10x).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+    try:
+        for row in board.itertuples():
+            probe = _probe_row(spec, data, conv, seeds, row)
+            if probe is not None:
+                out[str(row.activation)] = probe
+    finally:
+        torch.set_num_threads(threads)
     return out
+
+
+def _probe_row(
+    spec: SearchSpec, data: Dataset, conv: Convergence, seeds: list[int], row: Any
+) -> dict[str, Any] | None:
+    if row.run_id is None or pd.isna(row.lr) or pd.isna(row.depth):
+        return None
+    result = probe_lr(
+        data,
+        activation=str(row.activation),
+        depth=int(row.depth),
+        init=str(row.init),
+        optimizer=str(row.optimizer),
+        best_lr=float(row.lr),
+        width=spec.model.width,
+        momentum=spec.space.momentum,
+        batch_size=spec.space.batch_size,
+        seeds=seeds,
+        conv=conv,
+        factor=spec.lr_probe.factor,
+        points=spec.lr_probe.points,
+        rounds=spec.lr_probe.rounds,
+    )
+    return {**result.to_dict(), "run_id": str(row.run_id)}
 
 
 def log_convergence_map(
