@@ -30,47 +30,64 @@ MAP_DIR = "convergence_map"
 def run_probes(
     spec: SearchSpec, data: Dataset, board: pd.DataFrame, conv: Convergence
 ) -> dict[str, dict[str, Any]]:
-    """The lr probe on every activation's best configuration (leaderboard rows with a run)."""
+    """The lr probe on every activation's best configuration (leaderboard rows with a run).
+
+    With Ray running (the end of a search), the probes run as Ray tasks side by side, one
+    trial's resources each; otherwise one after another in this process.
+    """
     if not spec.lr_probe.enabled:
         return {}
     seeds = [member_seed(spec, i) for i in range(spec.seeds)]
-    out: dict[str, dict[str, Any]] = {}
+    jobs: list[dict[str, Any]] = [
+        {
+            "activation": str(row.activation),
+            "depth": int(row.depth),
+            "init": str(row.init),
+            "optimizer": str(row.optimizer),
+            "best_lr": float(row.lr),
+            "run_id": str(row.run_id),
+        }
+        for row in board.itertuples()
+        if row.run_id is not None and not pd.isna(row.lr) and not pd.isna(row.depth)
+    ]
+    import ray
+
+    if ray.is_initialized() and len(jobs) > 1:
+        task = ray.remote(num_cpus=spec.resources.cpus_per_trial)(_probe)
+        data_ref = ray.put(data)
+        results = ray.get([task.remote(spec, data_ref, conv, seeds, job) for job in jobs])
+    else:
+        results = [_probe(spec, data, conv, seeds, job) for job in jobs]
+    return {str(job["activation"]): result for job, result in zip(jobs, results, strict=True)}
+
+
+def _probe(
+    spec: SearchSpec, data: Dataset, conv: Convergence, seeds: list[int], job: dict[str, Any]
+) -> dict[str, Any]:
     # Like a trial's worker: tiny tensors, so as many threads as a trial gets (models.train
     # measured OpenMP spin-waiting on busy cores costing 10x).
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
     try:
-        for row in board.itertuples():
-            probe = _probe_row(spec, data, conv, seeds, row)
-            if probe is not None:
-                out[str(row.activation)] = probe
+        result = probe_lr(
+            data,
+            activation=job["activation"],
+            depth=job["depth"],
+            init=job["init"],
+            optimizer=job["optimizer"],
+            best_lr=job["best_lr"],
+            width=spec.model.width,
+            momentum=spec.space.momentum,
+            batch_size=spec.space.batch_size,
+            seeds=seeds,
+            conv=conv,
+            factor=spec.lr_probe.factor,
+            points=spec.lr_probe.points,
+            rounds=spec.lr_probe.rounds,
+        )
     finally:
         torch.set_num_threads(threads)
-    return out
-
-
-def _probe_row(
-    spec: SearchSpec, data: Dataset, conv: Convergence, seeds: list[int], row: Any
-) -> dict[str, Any] | None:
-    if row.run_id is None or pd.isna(row.lr) or pd.isna(row.depth):
-        return None
-    result = probe_lr(
-        data,
-        activation=str(row.activation),
-        depth=int(row.depth),
-        init=str(row.init),
-        optimizer=str(row.optimizer),
-        best_lr=float(row.lr),
-        width=spec.model.width,
-        momentum=spec.space.momentum,
-        batch_size=spec.space.batch_size,
-        seeds=seeds,
-        conv=conv,
-        factor=spec.lr_probe.factor,
-        points=spec.lr_probe.points,
-        rounds=spec.lr_probe.rounds,
-    )
-    return {**result.to_dict(), "run_id": str(row.run_id)}
+    return {**result.to_dict(), "run_id": job["run_id"]}
 
 
 def log_convergence_map(
