@@ -25,6 +25,7 @@ from models.diagnostics import (
     probe_batch,
     summarize_curve,
 )
+from models.sharpness import top_hessian_eigenvalue
 
 MOONS = load_dataset("moons")  # 2 features, 2 classes
 
@@ -120,3 +121,18 @@ def test_summary_is_the_early_mean() -> None:
     assert out["dead_fraction"] == pytest.approx(0.2)  # first 4 points
     assert out["grad_ratio_log10"] == pytest.approx((1 + 2 + 3 + 1) / 4)
     assert out["grad_cosine"] == pytest.approx(0.7)  # finite values among the first 4
+
+
+def test_opt_in_sharpness_is_reported_against_two_over_lr() -> None:
+    shape = MLPShape(2, 2, 8, 2, "tanh")
+    cohort = build_cohort(shape, ["kaiming_normal"] * 2, [0, 1])
+    lrs = [0.5, 2.0]
+    config = DiagnosticsConfig(probe_size=64, sharpness=True, sharpness_iters=30)
+    out = CohortDiagnostics(config, MOONS, lrs).measure(cohort, [0, 1])
+    x, y = probe_batch(MOONS, 64)
+    for m in range(2):
+        alone = top_hessian_eigenvalue(build_mlp(shape, "kaiming_normal", m), x, y, iters=30)
+        assert out["sharpness"][m].item() == pytest.approx(alone, rel=1e-3)
+        assert out["sharpness_lr"][m].item() == pytest.approx(alone * lrs[m] / 2, rel=1e-3)
+    # without the opt-in there is no sharpness at all (it is the expensive one)
+    assert "sharpness" not in _measure(cohort, 2)
