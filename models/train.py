@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -47,12 +47,25 @@ from models.initializers import get_initializer
 from models.mlp import CohortMLP, MLPShape, build_cohort
 from models.registry import lookup
 
-__all__ = ["DATA_SEED_OFFSET", "OPTIMIZERS", "CohortSpec", "Member", "RunResult", "train_cohort"]
+__all__ = [
+    "DATA_SEED_OFFSET",
+    "OPTIMIZERS",
+    "CohortSpec",
+    "EvalHook",
+    "Member",
+    "RunResult",
+    "train_cohort",
+]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
 DATA_SEED_OFFSET = 7919
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+
+EvalHook = Callable[[int, CohortMLP, Sequence[int]], None]
+"""Called at every evaluation point as hook(step, model, active), where ``active[j]`` is the
+original member index of model position j; it may read the model and take gradients with
+``torch.autograd.grad`` but must not change parameters (models.diagnostics uses it)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,7 @@ def train_cohort(
     *,
     stop_at: int | None = None,
     race: bool = False,
+    on_eval: EvalHook | None = None,
 ) -> list[RunResult]:
     """Train every member of ``cohort`` on ``data``; results in member order.
 
@@ -211,6 +225,9 @@ def train_cohort(
     - ``race``: once any member reaches the target at step s, the members still running stop
       at s too, for the same reason.
     Both only censor runs that cannot win; neither changes what any member computes.
+
+    ``on_eval`` (optional) runs at every evaluation point, before members stop, so it sees
+    every member's last point too; it is the only extension point and never runs per step.
     """
     start = time.perf_counter()
     if not cohort.members:
@@ -271,6 +288,8 @@ def train_cohort(
         step += 1
         if step % conv.eval_every:
             continue
+        if on_eval is not None:
+            on_eval(step, model, active)
 
         # Evaluation point: the window buffers cross to the CPU once each (no per-step sync).
         window = loss_buf.double().cpu()  # (eval_every, M)

@@ -1,4 +1,5 @@
-"""The `actsweep` command line: run, validate, leaderboard, ui, server; submit and jobs (deploy/cli.py).
+"""The `actsweep` command line: run, validate, leaderboard, report, ui, server; submit and jobs
+(deploy/cli.py).
 
 Bad input (a spec, a flag, a URI) ends in one line naming the field and exit code 2,
 before anything is written.
@@ -67,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lb.add_argument("--format", default="table", choices=("table", "json", "csv", "markdown"))
     _add_uri(lb)
+
+    rep = sub.add_parser(
+        "report", help="write report.html and report.md for a search (also logged to MLflow)"
+    )
+    rep.add_argument("experiment", help="MLflow experiment name (the spec's name by default)")
+    rep.add_argument("--out", required=True, help="directory to write the report into")
+    rep.add_argument(
+        "--search", default=None, help="search id (default: the latest in the experiment)"
+    )
+    _add_uri(rep)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on this tracking store (127.0.0.1)")
     ui.add_argument(
@@ -142,6 +153,17 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from search.paths import resolve_tracking_uri
+    from search.report import write_report
+
+    uri = resolve_tracking_uri(args.tracking_uri, None)
+    report = write_report(args.experiment, args.out, tracking_uri=uri, search_id=args.search)
+    print(f"report of {report['search_id']} written to {args.out} (report.html, report.md)")
+    print(report["question"])
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     from search.paths import resolve_tracking_uri
 
@@ -185,6 +207,7 @@ COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
     "leaderboard": _cmd_leaderboard,
+    "report": _cmd_report,
     "ui": _cmd_ui,
     "server": _cmd_server,
     **CLUSTER_COMMANDS,

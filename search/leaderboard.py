@@ -3,8 +3,15 @@
 Input is the table `mlflow.search_runs` returns for a search's child runs, so every number
 on a leaderboard comes from MLflow and can be checked with the plain MLflow client.
 Ranking: activations whose best trial reached the target come first, ordered by that
-trial's steps_to_target (ties: lower final loss); then the rest, ordered by the final
-loss of their best trial (a trial that did not diverge beats one that did).
+trial's steps_to_target (the Kaplan-Meier median over its seeds; ties: lower final loss);
+then the rest, ordered by the final loss of their best trial (a trial that did not diverge
+beats one that did).
+
+Statistics of each activation's best trial, recomputed from its per-seed metrics
+(``seed{i}/steps_to_target``, ``seed{i}/reached``, ...; see `search.stats` for definitions):
+``ci_low``/``ci_high`` (95 % bootstrap of the KM median over seeds), ``success_rate``,
+``seeds``, ``rank_stability`` and ``p_vs_next`` (paired Wilcoxon against the next rank).
+With ``seeds: 1`` the interval, stability and p-value are None (one seed has no spread).
 """
 
 from __future__ import annotations
@@ -12,11 +19,15 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
+from search.stats import SeedRuns, bootstrap_ci, p_vs_next, rank_stability
+
+_SEED_METRIC = re.compile(r"^metrics\.seed(\d+)/steps_to_target$")
 COLUMNS = (
     "rank",
     "activation",
@@ -30,8 +41,15 @@ COLUMNS = (
     "trials",
     "finished",
     "diverged_fraction",
+    "ci_low",
+    "ci_high",
+    "success_rate",
+    "seeds",
+    "rank_stability",
+    "p_vs_next",
     "run_id",
 )
+STAT_COLUMNS = ("ci_low", "ci_high", "success_rate", "seeds", "rank_stability", "p_vs_next")
 FORMATS = ("table", "json", "csv", "markdown")
 
 
@@ -57,6 +75,7 @@ def trials_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "diverged",
                 "steps_to_target",
                 "final_loss",
+                "seed_runs",
             ]
         )
     out = pd.DataFrame(
@@ -77,7 +96,49 @@ def trials_table(runs: pd.DataFrame) -> pd.DataFrame:
             "final_loss": pd.to_numeric(_col(runs, "metrics.final_loss"), errors="coerce"),
         }
     )
+    out["seed_runs"] = _seed_runs(runs)
     return out.reset_index(drop=True)
+
+
+def _num(runs: pd.DataFrame, name: str) -> list[float]:
+    return [float(v) for v in pd.to_numeric(_col(runs, name), errors="coerce")]
+
+
+def _seed_runs(runs: pd.DataFrame) -> list[SeedRuns | None]:
+    """Each trial's per-seed outcomes from its ``seed{i}/...`` metrics (None: not finished).
+
+    Runs logged before seeds existed (no per-seed metrics) count as one seed: their own
+    steps_to_target, reached, diverged and score.
+    """
+    n_seeds = 1 + max(
+        (int(m.group(1)) for c in runs.columns if (m := _SEED_METRIC.match(str(c)))), default=-1
+    )
+    max_steps = _num(runs, "params.max_steps")
+    observed = _num(runs, "metrics.steps_to_target")
+    columns = {
+        key: [_num(runs, f"metrics.seed{i}/{key}") for i in range(n_seeds)]
+        for key in ("steps_to_target", "reached", "diverged", "score")
+    }
+    own = {key: _num(runs, f"metrics.{key}") for key in ("reached", "diverged", "score")}
+    out: list[SeedRuns | None] = []
+    for r in range(len(runs)):
+        seeds = [i for i in range(n_seeds) if math.isfinite(columns["steps_to_target"][i][r])]
+        if seeds:
+            steps = [columns["steps_to_target"][i][r] for i in seeds]
+            reached = [columns["reached"][i][r] > 0 for i in seeds]
+            diverged = [columns["diverged"][i][r] > 0 for i in seeds]
+            scores = [columns["score"][i][r] for i in seeds]
+        elif math.isfinite(observed[r]):
+            steps, reached = [observed[r]], [own["reached"][r] > 0]
+            diverged, scores = [own["diverged"][r] > 0], [own["score"][r]]
+        else:
+            out.append(None)
+            continue
+        budget = max_steps[r] if math.isfinite(max_steps[r]) else max(steps)
+        out.append(
+            SeedRuns(tuple(steps), tuple(reached), tuple(diverged), tuple(scores), int(budget))
+        )
+    return out
 
 
 def _best_trial(group: pd.DataFrame) -> pd.Series | None:
@@ -124,7 +185,14 @@ def compute_leaderboard(
             "trials": n,
             "finished": finished,
             "diverged_fraction": (diverged / n) if n else 0.0,
+            "ci_low": None,
+            "ci_high": None,
+            "success_rate": None,
+            "seeds": None,
+            "rank_stability": None,
+            "p_vs_next": None,
             "run_id": None,
+            "_seed_runs": None,
         }
         if best is not None:
             row.update(
@@ -135,6 +203,7 @@ def compute_leaderboard(
                 optimizer=best["optimizer"],
                 final_loss=None if pd.isna(best["final_loss"]) else float(best["final_loss"]),
                 run_id=best["run_id"],
+                _seed_runs=best["seed_runs"] if "seed_runs" in best.index else None,
             )
         rows.append(row)
 
@@ -151,6 +220,7 @@ def compute_leaderboard(
     rows.sort(key=key)
     for i, r in enumerate(rows, start=1):
         r["rank"] = i
+    _add_statistics(rows)
     board = pd.DataFrame(rows, columns=list(COLUMNS))
     # Nullable dtypes: a censored activation has <NA> steps, not a float NaN.
     return board.astype(
@@ -164,8 +234,29 @@ def compute_leaderboard(
             "trials": "int64",
             "finished": "int64",
             "diverged_fraction": "float64",
+            "ci_low": "Float64",
+            "ci_high": "Float64",
+            "success_rate": "Float64",
+            "seeds": "Int64",
+            "rank_stability": "Float64",
+            "p_vs_next": "Float64",
         }
     )
+
+
+def _add_statistics(rows: list[dict[str, Any]]) -> None:
+    """Fill the statistics columns of ranked rows in place (pure maths in search.stats)."""
+    ranked = [r for r in rows if isinstance(r.get("_seed_runs"), SeedRuns)]
+    for r in ranked:
+        runs: SeedRuns = r["_seed_runs"]
+        r["ci_low"], r["ci_high"] = bootstrap_ci(runs)
+        r["success_rate"] = sum(runs.reached) / runs.n
+        r["seeds"] = runs.n
+    for r, stability in zip(ranked, rank_stability([r["_seed_runs"] for r in ranked]), strict=True):
+        r["rank_stability"] = stability
+    for i, r in enumerate(ranked):
+        nxt = ranked[i + 1]["_seed_runs"] if i + 1 < len(ranked) else None
+        r["p_vs_next"] = p_vs_next(r["_seed_runs"], nxt)
 
 
 def to_records(board: pd.DataFrame) -> list[dict[str, Any]]:
@@ -191,8 +282,14 @@ def _fmt(v: Any, col: str) -> str:
         return f"{v:.4g}"
     if col == "final_loss":
         return f"{v:.4f}"
-    if col == "diverged_fraction":
+    if col in ("diverged_fraction", "success_rate"):
         return f"{100 * v:.0f}%"
+    if col in ("ci_low", "ci_high"):
+        return f"{v:.0f}"
+    if col == "rank_stability":
+        return f"{v:.2f}"
+    if col == "p_vs_next":
+        return f"{v:.3g}"
     if col == "reached":
         return "yes" if v else "no"
     if col == "run_id":

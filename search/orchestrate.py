@@ -19,6 +19,7 @@ import pandas as pd
 
 from models.convergence import Convergence
 from models.datasets import load_dataset
+from models.diagnostics import DiagnosticsConfig
 from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.leaderboard import compute_leaderboard, render, trials_table
 from search.paths import state_dir
@@ -57,6 +58,18 @@ def convergence_of(spec: SearchSpec) -> Convergence:
         max_steps=c.max_steps,
         eval_every=c.eval_every,
         divergence_factor=c.divergence_factor,
+    )
+
+
+def diagnostics_of(spec: SearchSpec) -> DiagnosticsConfig | None:
+    d = spec.diagnostics
+    if not d.enabled:
+        return None
+    return DiagnosticsConfig(
+        every=d.every,
+        probe_size=d.probe_size,
+        sharpness=d.sharpness,
+        sharpness_iters=d.sharpness_iters,
     )
 
 
@@ -251,6 +264,7 @@ def run_search(
             momentum=spec.space.momentum,
             batch_size=spec.space.batch_size,
             cpus_per_trial=spec.resources.cpus_per_trial,
+            diagnostics=diagnostics_of(spec),
         )
         from search.trainable import tune_trainable
 
@@ -288,6 +302,15 @@ def run_search(
         timings["tracking_drained"] = time.time()
         timings["driver_seconds"] = dict(searcher.driver_seconds)
         timings["mlflow_writer_seconds"] = tracker.writer_seconds
+        # Science after the search: lr probes and the convergence map (search.science).
+        from search.science import log_convergence_map, run_probes
+
+        ranked = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
+        probes = run_probes(spec, data, ranked, context.convergence)
+        runs = trial_runs_of(tracker.experiment_id, spec.search_id, tracking_uri)
+        log_convergence_map(tracker.client, parent, spec, runs, probes)
+        timings["science_done"] = time.time()
+        # Leaderboard files, plots, summary runs; the parent is marked finished last.
         board = publish(tracker, spec, tracking_uri, ok=ok)
         if out is not None:
             print(f"\nleaderboard of {spec.search_id} (parent run {parent}):", file=out)

@@ -25,10 +25,16 @@ class Progress:
             if m.result is None:
                 self.failed += 1
                 continue
-            s = m.result["summary"]
             act = m.params.activation
-            if s["reached"]:
-                steps = int(s["steps_to_target"])
+            # A trial's outcome is its aggregate over seeds (the KM median), not seed 0's.
+            agg = m.aggregate
+            reached = agg.reached if agg is not None else m.result["summary"]["reached"]
+            if reached:
+                steps = int(
+                    agg.steps_to_target
+                    if agg is not None
+                    else m.result["summary"]["steps_to_target"]
+                )
                 cur = self.best.get(act)
                 self.best[act] = steps if cur is None else min(cur, steps)
         self.print_line()

@@ -2,8 +2,10 @@
 
 Sampling stays on the driver. Each Tune trial is a cohort: up to `cohort_size` Optuna
 trials of one activation that share depth and optimizer (asked as partially fixed trials,
-so the sampler still draws init and lr for each), trained as one batched model. Optuna sees
-every member as its own trial and is only ever told finite values.
+so the sampler still draws init and lr for each), trained as one batched model. Each Optuna
+trial is `seeds` members of the cohort, member i seeded with `member_seed(spec, i)` (paired
+across activations and configurations). Optuna is told one finite value per trial: the
+censoring-aware aggregate of its seeds (`search.stats.trial_score`: a Kaplan-Meier median).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ray.tune.search import Searcher
 
 from search.space import TrialParams, member_seed, suggest
 from search.spec import SearchSpec
+from search.stats import SeedRuns, TrialAggregate, aggregate_trial
 from search.trainable import cohort_config
 
 # A score no real run produces (see models.convergence.score: at most ~103 * max_steps);
@@ -29,12 +32,35 @@ WORST_SCORE_FACTOR = 1000.0
 
 @dataclass(frozen=True)
 class MemberOutcome:
+    """One Optuna trial: its paired seeds' results and the one value Optuna was told."""
+
     params: TrialParams
     seed: int
+    """The seed of run index 0."""
     result: dict[str, Any] | None
-    """The worker's RunResult as a dict plus its "score"; None when the cohort failed."""
+    """Run index 0's RunResult as a dict plus its "score"; None when the cohort failed."""
     value: float | None
     """What Optuna was told (None: told FAIL)."""
+    runs: tuple[dict[str, Any], ...] = ()
+    """Every seed's result dict, in seed-index order (runs[0] is `result`)."""
+    seeds: tuple[int, ...] = ()
+    """The seed of each run index."""
+    aggregate: TrialAggregate | None = None
+    """The censoring-aware summary over seeds (None when the cohort failed)."""
+
+
+def seed_runs(results: list[dict[str, Any]], max_steps: int) -> SeedRuns:
+    """The per-seed outcomes of one trial from its members' result dicts."""
+    summaries = [r["summary"] for r in results]
+    return SeedRuns(
+        steps=tuple(
+            float(s["steps_to_target"] if s["reached"] else s["steps_trained"]) for s in summaries
+        ),
+        reached=tuple(bool(s["reached"]) for s in summaries),
+        diverged=tuple(bool(s["diverged"]) for s in summaries),
+        scores=tuple(float(r["score"]) for r in results),
+        max_steps=max_steps,
+    )
 
 
 @dataclass(frozen=True)
@@ -144,16 +170,25 @@ class CohortSearcher(Searcher):
         self._pending[trial_id] = _Pending(activation, asked)
         if self._on_suggest is not None:
             self._on_suggest()
-        seed = member_seed(self._spec, 0)
-        members = [{"number": p.number, "init": p.init, "lr": p.lr, "seed": seed} for p, _ in asked]
+        # Trial-major order: trial k's seeds are members k * seeds .. (k + 1) * seeds - 1.
+        seeds = [member_seed(self._spec, i) for i in range(self._spec.seeds)]
+        members = [
+            {"number": p.number, "init": p.init, "lr": p.lr, "seed": seed, "seed_index": i}
+            for p, _ in asked
+            for i, seed in enumerate(seeds)
+        ]
         config = cohort_config(activation, lead.depth, lead.optimizer, members)
         if self._spec.budget.early_stopping:
+            # A seed still running past the stratum's best (a trial-level KM median) cannot
+            # change a median that beats it, so censoring it there is safe for any `seeds`.
             config["stop_at"] = self._best.get(activation)
-            config["race"] = True
+            # The race stops siblings when one member reaches: with several seeds per trial
+            # it would censor the winner's own seeds, so it only applies to one-seed trials.
+            config["race"] = self._spec.seeds == 1
         return config
 
     def note_best(self, activation: str, steps: int) -> None:
-        """Record a reached run (also used on resume, from the runs already in MLflow)."""
+        """Record a trial that reached the target (its steps_to_target: KM median over seeds)."""
         cur = self._best.get(activation)
         self._best[activation] = steps if cur is None else min(cur, steps)
 
@@ -172,23 +207,35 @@ class CohortSearcher(Searcher):
             return
         study = self._studies[pending.activation]
         results = (result or {}).get("members")
-        failed = error or not results or len(results) != len(pending.trials)
+        n_seeds = self._spec.seeds
+        seeds = tuple(member_seed(self._spec, i) for i in range(n_seeds))
+        failed = error or not results or len(results) != len(pending.trials) * n_seeds
         outcomes = []
-        for i, (params, trial) in enumerate(pending.trials):
+        for k, (params, trial) in enumerate(pending.trials):
             if failed:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                outcomes.append(MemberOutcome(params, member_seed(self._spec, 0), None, None))
+                outcomes.append(MemberOutcome(params, seeds[0], None, None, seeds=seeds))
                 continue
             assert results is not None
-            member = results[i]
-            summary = member["summary"]
-            if summary["reached"]:
-                self.note_best(pending.activation, int(summary["steps_to_target"]))
-            value = float(member["score"])
+            runs = results[k * n_seeds : (k + 1) * n_seeds]
+            aggregate = aggregate_trial(seed_runs(runs, self._spec.convergence.max_steps))
+            if aggregate.reached and aggregate.steps_to_target is not None:
+                self.note_best(pending.activation, int(aggregate.steps_to_target))
+            value = float(aggregate.score)
             if not math.isfinite(value):
                 value = WORST_SCORE_FACTOR * self._spec.convergence.max_steps
             study.tell(trial, value)
-            outcomes.append(MemberOutcome(params, int(member["member"]["seed"]), member, value))
+            outcomes.append(
+                MemberOutcome(
+                    params,
+                    int(runs[0]["member"]["seed"]),
+                    runs[0],
+                    value,
+                    runs=tuple(runs),
+                    seeds=tuple(int(r["member"]["seed"]) for r in runs),
+                    aggregate=aggregate,
+                )
+            )
         report = {} if failed else {k: v for k, v in (result or {}).items() if k != "members"}
         self._on_cohort_done(
             CohortOutcome(

@@ -140,7 +140,8 @@ class ConvergenceSpec(_Section):
 class BudgetSpec(_Section):
     trials_per_activation: int = Field(16, ge=1, le=100_000)
     cohort_size: int = Field(4, ge=1, le=1024)
-    """Trials of one activation and depth trained together as one batched model."""
+    """Trials of one activation and depth trained together as one batched model (each trial
+    brings `seeds` members, so a cohort has up to cohort_size x seeds members)."""
     early_stopping: bool = True
     """Stop a trial once it can no longer beat its activation's best: when an earlier trial or a
     cohort sibling already reached the target sooner. Such trials are censored (reached = 0,
@@ -181,6 +182,35 @@ class TrackingSpec(_Section):
         return v
 
 
+class DiagnosticsSpec(_Section):
+    """Mechanism diagnostics (models.diagnostics), measured on a fixed probe batch."""
+
+    enabled: bool = True
+    """Bias shift, dead and saturated units, per-layer gradient norms, gradient cosine."""
+    every: int = Field(5, ge=1, le=100_000)
+    """Evaluation points between diagnostics, starting at the first (5 keeps the overhead
+    under 10 %: bench/diagnostics_overhead.py)."""
+    probe_size: int = Field(256, ge=1, le=65536)
+    """Training examples in the fixed probe batch (the same for every run)."""
+    sharpness: bool = False
+    """Opt-in: top Hessian eigenvalue of the probe loss (Lanczos), reported against 2 / lr."""
+    sharpness_iters: int = Field(20, ge=2, le=500)
+    """Lanczos iterations (Hessian-vector products) per sharpness estimate."""
+
+
+class LrProbeSpec(_Section):
+    """After a search: sweep lr geometrically up from each activation's best configuration
+    until training diverges; the largest stable lr goes into the convergence map."""
+
+    enabled: bool = True
+    factor: float = Field(2.0, gt=1.0, le=100.0, allow_inf_nan=False)
+    """Ratio between successive probe learning rates."""
+    points: int = Field(6, ge=1, le=64)
+    """Learning rates per probe round (trained together as one cohort)."""
+    rounds: int = Field(3, ge=1, le=20)
+    """Rounds of `points` learning rates before giving up on finding divergence."""
+
+
 class SearchSpec(_Section):
     name: str = Field(pattern=NAME_PATTERN)
     dataset: DatasetSpec
@@ -193,6 +223,11 @@ class SearchSpec(_Section):
     tracking: TrackingSpec = TrackingSpec()
     seed: int = Field(0, ge=0, le=2**31 - 1)
     """Seeds the data split, the samplers and every trial's init and data order."""
+    seeds: int = Field(3, ge=1, le=1000)
+    """Paired seeds per configuration: run index i uses the same init stream and data order
+    for every activation and configuration (search.space.member_seed)."""
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
+    lr_probe: LrProbeSpec = LrProbeSpec()
 
     @field_validator("dataset", mode="before")
     @classmethod

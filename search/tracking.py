@@ -8,6 +8,7 @@ is never logged twice, which is what makes resuming a search safe.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import tempfile
@@ -26,8 +27,10 @@ from mlflow.tracking import MlflowClient
 
 from models.initializers import resolve_init
 from search.paths import artifact_root
-from search.searcher import CohortOutcome, MemberOutcome
+from search.searcher import CohortOutcome, MemberOutcome, seed_runs
 from search.spec import SearchSpec
+from search.stats import aggregate_trial
+from search.trial_metrics import trial_metrics
 
 TAG_ROLE = "actsweep.role"
 TAG_SEARCH_ID = "actsweep.search_id"
@@ -218,42 +221,21 @@ def child_run_payload(
     end = float(report.get("ended_at", start))
     res = member.result
     if res is not None:
-        s = res["summary"]
-        end = start + float(res["wall_seconds"])
+        runs = list(member.runs) or [res]
+        end = start + max(float(r["wall_seconds"]) for r in runs)
         t_ms = _ms(end)
         params["init_resolved"] = resolve_init(p.init, p.activation)
-        for step, loss in zip(res["steps"], res["train_loss"], strict=True):
-            metrics.append(Metric("train/loss", float(loss), t_ms, int(step)))
-        if res.get("train_accuracy") is not None:
-            for step, acc in zip(res["steps"], res["train_accuracy"], strict=True):
-                metrics.append(Metric("train/accuracy", float(acc), t_ms, int(step)))
-        # steps_to_target follows survival-analysis convention: the step the target was
-        # reached, or (reached = 0) the step at which observation stopped (censoring time).
-        observed = s["steps_to_target"] if s["reached"] else s["steps_trained"]
-        summary = {
-            "steps_to_target": observed,
-            "reached": float(s["reached"]),
-            "diverged": float(s["diverged"]),
-            "initial_loss": s["initial_loss"],
-            "final_loss": s["final_loss"],
-            "best_loss": s["best_loss"],
-            "auc_log_loss": s["auc_log_loss"],
-            "steps_trained": s["steps_trained"],
-            "wall_seconds": res["wall_seconds"],
-            "step_limit": res.get("step_limit"),
-            "score": member.value,
-        }
-        if s["diverged_step"] is not None:
-            summary["diverged_step"] = s["diverged_step"]
-        if s.get("final_accuracy") is not None:
-            summary["final_accuracy"] = s["final_accuracy"]
-        if res.get("val_loss") is not None:
-            summary["val/loss"] = res["val_loss"]
-        if res.get("val_accuracy") is not None:
-            summary["val/accuracy"] = res["val_accuracy"]
-        for k, v in summary.items():
-            if v is not None:
-                metrics.append(Metric(k, float(v), t_ms, 0))
+        params["seeds"] = len(runs)
+        params["run_seeds"] = ",".join(str(s) for s in (member.seeds or (member.seed,)))
+        # Aggregate over paired seeds, each seed's outcome, curves: search.trial_metrics.
+        aggregate = (
+            dataclasses.asdict(member.aggregate)
+            if member.aggregate is not None
+            else dataclasses.asdict(aggregate_trial(seed_runs(runs, spec.convergence.max_steps)))
+        )
+        summary, curves = trial_metrics(runs, aggregate, member.value)
+        metrics += [Metric(k, v, t_ms, step) for k, step, v in curves]
+        metrics += [Metric(k, v, t_ms, 0) for k, v in summary.items()]
     param_list = [Param(k, "null" if v is None else str(v)) for k, v in params.items()]
     return param_list, metrics, tags, start, end
 

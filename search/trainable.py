@@ -18,6 +18,7 @@ import torch
 
 from models.convergence import Convergence, score
 from models.datasets import Dataset
+from models.diagnostics import CohortDiagnostics, DiagnosticsConfig
 from models.train import CohortSpec, Member, RunResult, train_cohort
 
 
@@ -31,6 +32,8 @@ class WorkerContext:
     momentum: float
     batch_size: int
     cpus_per_trial: float
+    diagnostics: DiagnosticsConfig | None = None
+    """Mechanism diagnostics at evaluation points (None: off)."""
 
 
 def cohort_config(
@@ -70,19 +73,30 @@ def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]
     )
     device = pick_device()
     started = time.time()
+    diag = (
+        CohortDiagnostics(context.diagnostics, context.data, [m.lr for m in members], device)
+        if context.diagnostics is not None
+        else None
+    )
     cpu0 = time.process_time()
     results = train_cohort(
         context.data,
         cohort,
         context.convergence,
         device=device,
+        on_eval=diag,
         stop_at=config.get("stop_at"),
         race=bool(config.get("race", False)),
     )
     train_cpu = time.process_time() - cpu0
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    reports = [result_to_dict(r, context.convergence) for r in results]
+    if diag is not None:
+        for i, report in enumerate(reports):
+            report["diagnostics"] = diag.curve(i)
+            report["mechanisms"] = diag.summary(i)
     return {
-        "members": [result_to_dict(r, context.convergence) for r in results],
+        "members": reports,
         "started_at": started,
         "ended_at": time.time(),
         "hostname": socket.gethostname(),
@@ -106,11 +120,3 @@ def tune_trainable(config: dict[str, Any], context: WorkerContext) -> None:
     report["node_ip"] = ray.util.get_node_ip_address()
     report["cohort_best_score"] = min(m["score"] for m in report["members"])
     tune.report(report)
-
-
-def warm_worker() -> None:
-    """Ray worker setup hook: import what trials need while the driver is still starting."""
-    import ray.tune  # noqa: F401
-    import torch  # noqa: F401
-
-    import models.train  # noqa: F401
