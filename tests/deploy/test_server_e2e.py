@@ -86,7 +86,8 @@ def test_search_over_http_logs_parent_children_leaderboard_and_plots(
         and mlflow_server.pg.password not in storage
     )
     client = mlflow.MlflowClient(mlflow_server.url)
-    assert {a.path for a in client.list_artifacts(parent["run_id"])} == ARTIFACTS
+    # the leaderboard files and plots (the convergence map of the Science issue sits beside them)
+    assert {a.path for a in client.list_artifacts(parent["run_id"])} >= ARTIFACTS
     # uploaded over HTTP into the server's artifact store, where the UI reads them
     on_disk = {p.name: p for p in mlflow_server.artifacts.rglob("*") if parent["run_id"] in str(p)}
     assert set(on_disk) >= ARTIFACTS
