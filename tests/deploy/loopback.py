@@ -4,10 +4,11 @@ Each node is its own `ray start --block` process in its own session, with a priv
 temp dir, free ports and token authentication; stopping it signals only those process
 groups (never `ray stop`, which would kill every Ray on a shared machine).
 
-Nodes get distinct loopback addresses (head 127.0.0.2, workers 127.0.0.3, ...): Ray
-rewrites 127.0.0.1 and localhost to the machine's outward-facing address, and leaves the
-rest of 127.0.0.0/8 (all loopback on Linux) alone. The dashboard, and with it the Jobs API,
-listens on 127.0.0.1 only.
+Nodes get distinct loopback addresses in a random 127.A.B.0/24 (head .2, workers .3, ...):
+Ray rewrites 127.0.0.1 and localhost to the machine's outward-facing address and leaves the
+rest of 127.0.0.0/8 (all loopback on Linux) alone; the random subnet keeps test clusters of
+engineers sharing a machine apart. The dashboard, and with it the Jobs API, listens on
+127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import requests
 
-HEAD_IP = "127.0.0.2"
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
 
 
@@ -62,6 +62,9 @@ class LoopbackCluster:
     token: str = field(repr=False)
     token_file: Path
     workers: int
+    subnet: str = field(
+        default_factory=lambda: f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(254) + 1}"
+    )
     nodes: list[Node] = field(default_factory=list)
     gcs_address: str = ""
     dashboard_url: str = ""
@@ -76,6 +79,10 @@ class LoopbackCluster:
         token_file.chmod(0o600)
         (root / "home").mkdir()
         return cls(root=root, token=token, token_file=token_file, workers=workers)
+
+    def ip(self, index: int) -> str:
+        """Node `index`'s address: 0 is the head, 1.. the workers."""
+        return f"{self.subnet}.{2 + index}"
 
     def node_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -122,8 +129,9 @@ class LoopbackCluster:
 
     def start(self, timeout_s: float = 240.0) -> LoopbackCluster:
         deadline = time.monotonic() + timeout_s
-        gcs_port, dash_port = free_port(HEAD_IP), free_port()
-        self.gcs_address = f"{HEAD_IP}:{gcs_port}"
+        head_ip = self.ip(0)
+        gcs_port, dash_port = free_port(head_ip), free_port()
+        self.gcs_address = f"{head_ip}:{gcs_port}"
         self.dashboard_url = f"http://127.0.0.1:{dash_port}"
         self._start_node(
             "head",
@@ -134,12 +142,12 @@ class LoopbackCluster:
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dash_port}",
                 f"--ray-client-server-port={free_port()}",
-                *self._common("head", HEAD_IP),
+                *self._common("head", head_ip),
             ],
         )
         self._wait_for(lambda: self._api_ok(), deadline, "the head's Jobs API")
         for i in range(self.workers):
-            ip = f"127.0.0.{3 + i}"
+            ip = self.ip(1 + i)
             self._start_node(
                 f"w{i + 1}",
                 [f"--address={self.gcs_address}", "--num-cpus=1", *self._common(f"w{i + 1}", ip)],

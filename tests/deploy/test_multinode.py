@@ -29,7 +29,7 @@ from tests.search.conftest import write_spec
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not loopback_usable("127.0.0.3"), reason="needs 127.0.0.0/8 on loopback (Linux)"
+        not loopback_usable("127.1.2.3"), reason="needs 127.0.0.0/8 on loopback (Linux)"
     ),
 ]
 
@@ -196,7 +196,7 @@ def test_child_runs_ran_on_both_workers_never_the_head(
     assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
     assert set(children["tags.actsweep.node_id"]) == workers  # two distinct worker nodes
     assert head not in set(children["tags.actsweep.node_id"])
-    assert set(children["tags.actsweep.node_ip"]) == {"127.0.0.3", "127.0.0.4"}
+    assert set(children["tags.actsweep.node_ip"]) == {cluster.ip(1), cluster.ip(2)}
     assert set(children["tags.actsweep.device"]) == {"cpu"}
 
 
