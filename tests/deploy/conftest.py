@@ -65,11 +65,11 @@ def pg() -> Iterator[Postgres]:
 
 
 def start_server(
-    pg: Postgres, root: Path, database: str, env: dict[str, str] | None = None, **kw: Any
+    db: str, root: Path, env: dict[str, str] | None = None, **kw: Any
 ) -> tuple[srv.ServerConfig, subprocess.Popen[bytes], Path]:
-    """Start `mlflow server` on a new database of `pg` and wait until it answers."""
+    """Start `mlflow server` on database `db` and wait until it answers."""
     cfg = srv.ServerConfig(
-        backend_store_uri=pg.create_database(database),
+        backend_store_uri=db,
         artifacts_destination=str(root / "artifacts"),
         port=free_port(),
         state_dir=root / "state",
@@ -90,7 +90,7 @@ def start_server(
 @pytest.fixture(scope="session")
 def mlflow_server(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("server")
-    cfg, proc, log = start_server(pg, root, "mlflow")
+    cfg, proc, log = start_server(pg.create_database("mlflow"), root)
     try:
         yield Server(
             cfg.url,

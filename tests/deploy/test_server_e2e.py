@@ -240,7 +240,9 @@ def test_server_process_runs_without_pickle_and_without_the_password_in_argv(
     assert mlflow_server.pg.password not in argv and "127.0.0.1" in argv
 
 
-def test_basic_auth_switch(pg: Any, tmp_path: Path) -> None:
+def test_basic_auth_switch(
+    mlflow_server: Server, served_search: dict[str, Any], tmp_path: Path
+) -> None:
     import os
 
     from deploy import server as srv
@@ -250,20 +252,34 @@ def test_basic_auth_switch(pg: Any, tmp_path: Path) -> None:
         "MLFLOW_AUTH_ADMIN_PASSWORD": "correct-horse-battery-staple",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
     }
-    cfg, proc, _ = start_server(pg, tmp_path, "mlflow_auth", env=env, auth=True)
+    # A second server with --auth on the same database, as a team would switch auth on:
+    # its users live in that database beside the runs (and the runs are already there).
+    cfg, proc, _ = start_server(mlflow_server.db, tmp_path, env=env, auth=True)
     try:
         api = f"{cfg.url}/api/2.0/mlflow/experiments/search"
-        assert requests.get(api, params={"max_results": 1}, timeout=30).status_code == 401
+        assert requests.get(api, params={"max_results": 1}, timeout=60).status_code == 401
+        assert requests.get(f"{cfg.url}/health", timeout=60).status_code == 200
         creds = ("admin", "correct-horse-battery-staple")
+        wrong = requests.get(api, params={"max_results": 1}, auth=(creds[0], "nope"), timeout=60)
+        assert wrong.status_code == 401
         assert (
-            requests.get(api, params={"max_results": 1}, auth=creds, timeout=30).status_code == 200
+            requests.get(api, params={"max_results": 1}, auth=creds, timeout=60).status_code == 200
         )
-        denied = actsweep(tmp_path, "leaderboard", "tiny", "--tracking-uri", cfg.url)
+        search = ["--search", served_search["search_id"], "--format", "json"]
+        denied = actsweep(tmp_path, "leaderboard", "tiny", *search, "--tracking-uri", cfg.url)
         assert denied.returncode == 2 and denied.stderr.count("\n") == 1
         assert "wants credentials: set MLFLOW_TRACKING_USERNAME" in denied.stderr
         user = {"MLFLOW_TRACKING_USERNAME": creds[0], "MLFLOW_TRACKING_PASSWORD": creds[1]}
-        allowed = actsweep(tmp_path, "leaderboard", "tiny", "--tracking-uri", cfg.url, env=user)
-        # past the credentials: the (empty) server answers that it has no such experiment
-        assert allowed.returncode == 2 and "no experiment named 'tiny'" in allowed.stderr
+        allowed = actsweep(
+            tmp_path, "leaderboard", "tiny", *search, "--tracking-uri", cfg.url, env=user
+        )
+        assert allowed.returncode == 0, allowed.stderr[-2000:]
+        from search.leaderboard import render
+        from search.results import load_leaderboard
+
+        same = load_leaderboard(
+            "tiny", tracking_uri=mlflow_server.url, search_id=served_search["search_id"]
+        )
+        assert json.loads(allowed.stdout) == json.loads(render(same, "json"))
     finally:
         srv.stop(proc)
