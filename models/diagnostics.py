@@ -195,9 +195,10 @@ class CohortDiagnostics:
                 out[f"mean_act/l{k}"] = median
                 shifts.append(median.abs())
                 is_dead = (deriv == 0).all(dim=1)  # (M, H)
-                low = (deriv.abs() < SATURATION_THRESHOLD).float().mean(dim=1) > 0.5
-                dead += is_dead.float().sum(dim=1)
-                saturated += (low & ~is_dead).float().sum(dim=1)
+                # "most examples": more than half; counted on booleans (no float copies)
+                low = (deriv.abs() < SATURATION_THRESHOLD).sum(dim=1) * 2 > deriv.shape[1]
+                dead += is_dead.sum(dim=1)
+                saturated += (low & ~is_dead).sum(dim=1)
                 n_units += deriv.shape[-1]
             out["bias_shift"] = torch.stack(shifts).mean(dim=0)
             out["dead_fraction"] = dead / n_units

@@ -413,7 +413,7 @@ def _corr_text(name: str, c: dict[str, Any]) -> str:
     if c.get("rho") is None:
         return f"{name}: too little variation to correlate (n = {c.get('n', 0)})."
     return (
-        f"Across all {c['n']} runs, Spearman rho({name}, steps to target) = {c['rho']:+.2f} "
+        f"Across all {c['n']} seed runs, Spearman rho({name}, steps to target) = {c['rho']:+.2f} "
         f"(p = {c['p']:.3g})."
     )
 

@@ -37,8 +37,9 @@ configuration is held fixed)
 - ``p_vs_next``: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, exact for small
   n) between this activation's best configuration and the next-ranked activation's, paired by
   seed index; a seed that did not reach counts as ``max_steps + 1`` (worse than any reached
-  seed, tied with every other miss). None for the last rank, with fewer than 2 pairs, or when
-  every paired difference is zero.
+  seed, tied with every other miss); zero differences are dropped (scipy's default
+  ``zero_method="wilcox"``), so exact p-values follow the count of nonzero pairs. None for the
+  last rank, with fewer than 2 pairs, or when every paired difference is zero.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ into trials, the lr probe's stability rule, and the convergence map, on hand-mad
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -125,3 +126,15 @@ def test_convergence_map_takes_the_best_reached_trial_per_cell() -> None:
     # bins over log10 lr in [-2, 0]: [-2, -1) holds 0.01 (300), [-1, 0] holds 0.1 and 1.0
     assert [b["best_steps"] for b in curve["bins"]] == [300.0, 200.0]
     assert [b["trials"] for b in curve["bins"]] == [1, 2]
+
+
+def test_report_of_an_unknown_experiment_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from search.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    code = main(["report", "ghost", "--out", str(tmp_path / "r"), "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    assert code == 2 and "no experiment named 'ghost'" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # nothing written
