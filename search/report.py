@@ -51,8 +51,9 @@ from search.convergence_map import convergence_map, pictures
 from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, render, to_records, trials_table
 from search.paths import resolve_tracking_uri
+from search.results import find_search
 from search.science import MAP_FILE
-from search.tracking import TAG_SEARCH_ID, search_runs_of, trial_runs_of
+from search.tracking import trial_runs_of
 
 ALPHA = 0.05
 MECHANISMS = (
@@ -107,27 +108,15 @@ class SearchData:
 def load_search(
     experiment: str, *, tracking_uri: str | None = None, search_id: str | None = None
 ) -> SearchData:
-    uri = resolve_tracking_uri(tracking_uri, None)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise SpecError("EXPERIMENT", f"no experiment named {experiment!r} at {uri}", names or None)
-    searches = search_runs_of(str(exp.experiment_id), uri)
-    if searches.empty:
-        raise SpecError("EXPERIMENT", f"experiment {experiment!r} holds no actsweep search")
-    ids = [str(i) for i in searches[f"tags.{TAG_SEARCH_ID}"]]
-    if search_id is None:
-        search_id = ids[0]
-    elif search_id not in ids:
-        raise SpecError("--search", f"no search {search_id!r} in experiment {experiment!r}", ids)
-    row = searches[searches[f"tags.{TAG_SEARCH_ID}"] == search_id].iloc[0]
+    found = find_search(experiment, tracking_uri=tracking_uri, search_id=search_id)
+    uri, search_id, row = found.tracking_uri, found.search_id, found.parent
     params = {
         str(k)[len("params.") :]: str(v)
         for k, v in row.items()
         if str(k).startswith("params.") and isinstance(v, str)
     }
-    runs = trial_runs_of(str(exp.experiment_id), search_id, uri)
+    runs = trial_runs_of(found.experiment_id, search_id, uri)
+    client = MlflowClient(uri)
     parent = str(row["run_id"])
     cmap: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
