@@ -182,7 +182,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise SpecError("--port", f"{args.port} is not a TCP port (1..65535)")
     url = experiment_view(f"http://{args.host}:{args.port}", uri, args.experiment)
+    # The interpreter running actsweep, not whatever `mlflow` is on PATH: `.venv/bin/actsweep`
+    # works without an activated venv (and CI runs it so).
     cmd = [
+        sys.executable,
+        "-m",
         "mlflow",
         "ui",
         "--backend-store-uri",

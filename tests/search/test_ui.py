@@ -26,7 +26,13 @@ def _free_port() -> int:
 def test_ui_serves_the_store_on_loopback(tmp_path: Path) -> None:
     port = _free_port()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path))
+    # PATH without the venv's bin (as in CI): the UI must not depend on an activated venv.
+    path = os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
+        if Path(sys.executable).parent != Path(p)
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path), PATH=path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "search.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
         cwd=tmp_path,
@@ -59,8 +65,9 @@ def test_ui_serves_the_store_on_loopback(tmp_path: Path) -> None:
         local = [line.split()[3] for line in listening.splitlines() if line.strip()]
         assert local and all(addr.startswith("127.0.0.1:") for addr in local), listening
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
