@@ -384,11 +384,6 @@ class Tracker:
 # --- reading (for leaderboards; plain MLflow queries) ------------------------------------
 
 
-def get_experiment_id(client: MlflowClient, name: str) -> str | None:
-    exp = client.get_experiment_by_name(name)
-    return None if exp is None else str(exp.experiment_id)
-
-
 def search_runs_of(experiment_id: str, tracking_uri: str) -> pd.DataFrame:
     """Every search (parent run) of the experiment, newest first."""
     mlflow.set_tracking_uri(tracking_uri)
