@@ -11,18 +11,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
 import pandas as pd
+from ray import tune
 
 from models.convergence import Convergence
-from models.datasets import load_dataset
-from models.diagnostics import DiagnosticsConfig
 from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.leaderboard import compute_leaderboard, render, trials_table
-from search.paths import state_dir
+from search.paths import sqlite_path, state_dir
 from search.progress import Progress
 from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
@@ -31,6 +31,10 @@ from search.spec import SearchSpec
 from search.summary import publish
 from search.tracking import TAG_OPTUNA_STORAGE, Tracker, redact, trial_runs_of
 from search.trainable import WorkerContext
+
+if TYPE_CHECKING:
+    from models.datasets import Dataset
+    from models.diagnostics import DiagnosticsConfig
 
 # Tune's per-trial result files and console reporter are pure overhead here: results go
 # to MLflow through our tracker, and progress is our own.
@@ -62,6 +66,8 @@ def convergence_of(spec: SearchSpec) -> Convergence:
 
 
 def diagnostics_of(spec: SearchSpec) -> DiagnosticsConfig | None:
+    from models.diagnostics import DiagnosticsConfig
+
     d = spec.diagnostics
     if not d.enabled:
         return None
@@ -127,6 +133,11 @@ def open_studies(
     return studies, remaining
 
 
+def _fresh_sqlite(tracking_uri: str) -> bool:
+    db = sqlite_path(tracking_uri)
+    return db is not None and not db.exists()
+
+
 def _start_ray(address: str | None) -> bool:
     """Connect to (or start) Ray; True when this call started it."""
     import ray
@@ -174,6 +185,16 @@ def _quiet_tune() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
+class _TrialStartMark(tune.Callback):
+    """Records when the first trial's actor is up (Tune's on_trial_start), for benchmarks."""
+
+    def __init__(self, marks: dict[str, float]) -> None:
+        self.marks = marks
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.marks.setdefault("first_trial_start", time.time())
+
+
 def leaderboard_of(spec: SearchSpec, experiment_id: str, tracking_uri: str) -> pd.DataFrame:
     runs = trial_runs_of(experiment_id, spec.search_id, tracking_uri)
     return compute_leaderboard(trials_table(runs), spec.space.activations)
@@ -194,10 +215,14 @@ def run_search(
     `trainable` replaces the Tune function trainable (same signature as
     search.trainable.tune_trainable); benchmarks and fault-injection tests use it.
     """
+    marks: dict[str, float] = {"run_search": time.time()}
     if is_remote(tracking_uri):
         bound_client_retries()  # an unreachable server must fail, not hang (search.remote)
     tracker = Tracker(tracking_uri, spec)
-    found = tracker.existing()
+    # A SQLite file that does not exist yet holds no finished search: creating it (MLflow's
+    # schema migrations, seconds) then overlaps with Ray's start below instead of preceding it.
+    found = None if _fresh_sqlite(tracking_uri) else tracker.existing()
+    marks["tracking_found"] = time.time()
     if found is not None and found.state == "finished":
         board = leaderboard_of(spec, found.experiment_id, tracking_uri)
         if out is not None:
@@ -209,17 +234,39 @@ def run_search(
             print(render(board, "table"), file=out, end="")
         return SearchOutcome(spec.search_id, found.experiment_id, found.run_id, board, True)
 
-    from ray import tune
-
     state = state_dir(tracking_uri)
     location = optuna_location(spec, tracking_uri, optuna_storage_location)
-    studies, remaining = open_studies(spec, optuna_storage(location))
-    data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
-    started_ray = _start_ray(address)
+
+    def prepare() -> tuple[dict[str, optuna.Study], dict[str, int], Dataset]:
+        if found is None:
+            tracker.existing()  # creates a fresh store's schema
+        studies, remaining = open_studies(spec, optuna_storage(location))
+        marks["studies_ready"] = time.time()
+        from models.datasets import load_dataset
+
+        data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+        marks["data_ready"] = time.time()
+        return studies, remaining, data
+
+    # The store, the studies and the dataset get ready while Ray starts (mostly waiting on
+    # its processes), in a helper thread; Ray stays in the main thread.
+    with ThreadPoolExecutor(1, thread_name_prefix="actsweep-prepare") as pool:
+        prepared = pool.submit(prepare)
+        started_ray = _start_ray(address)
+        marks["ray_ready"] = time.time()
+        try:
+            studies, remaining, data = prepared.result()
+        except BaseException:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+            raise
     try:
         capacity = _check_resources(spec)
         slots = capacity.slots
         parent = tracker.start(spec_text, {TAG_OPTUNA_STORAGE: redact(location)})
+        marks["tracking_ready"] = time.time()
         total = spec.budget.trials_per_activation * len(spec.space.activations)
         progress = Progress(spec.space.activations, total, total - sum(remaining.values()), out)
         if out is not None:
@@ -231,7 +278,7 @@ def run_search(
                 flush=True,
             )
 
-        timings: dict[str, Any] = {"workers": {}}
+        timings: dict[str, Any] = {"workers": {}, "marks": marks}
 
         def on_cohort_done(outcome: CohortOutcome) -> None:
             tracker.record(outcome)
@@ -290,6 +337,7 @@ def run_search(
                     trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
+                    callbacks=[_TrialStartMark(marks)],
                     name=spec.search_id,
                     storage_path=str(state / "tune"),
                     verbose=0,

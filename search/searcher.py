@@ -1,8 +1,9 @@
 """Adapter between Ray Tune and Optuna: one study per activation, cohorts as Tune trials.
 
 Sampling stays on the driver. Each Tune trial is a cohort: up to `cohort_size` Optuna
-trials of one activation that share depth and optimizer (asked as partially fixed trials,
-so the sampler still draws init and lr for each), trained as one batched model. Each Optuna
+trials of one activation that share the optimizer, and the depth too unless cohorts mix
+depths (asked as partially fixed trials, so the sampler still draws the rest for each),
+trained as one batched model. Each Optuna
 trial is `seeds` members of the cohort, member i seeded with `member_seed(spec, i)` (paired
 across activations and configurations). Optuna is told one finite value per trial: the
 censoring-aware aggregate of its seeds (`search.stats.trial_score`: a Kaplan-Meier median).
@@ -20,7 +21,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from search.space import TrialParams, member_seed, suggest
+from search.design import latin_hypercube
+from search.space import TrialParams, derive_seed, member_seed, suggest
 from search.spec import SearchSpec
 from search.stats import SeedRuns, TrialAggregate, aggregate_trial
 from search.trainable import cohort_config
@@ -102,6 +104,8 @@ class CohortSearcher(Searcher):
         self._turn = 0
         self.driver_seconds = {"suggest": 0.0, "complete": 0.0}
         """Driver time spent in Optuna asks (suggest) and tells + hand-off (complete)."""
+        self._design_pos: dict[str, int] = {}
+        """Trials of each activation asked so far, for the start-up design."""
         self._best: dict[str, int] = {}
         """Fewest steps to target per activation so far (the early-stopping bar)."""
 
@@ -158,12 +162,22 @@ class CohortSearcher(Searcher):
             return Searcher.FINISHED  # type: ignore[return-value]
         study = self._studies[activation]
         size = min(self._spec.budget.cohort_size, self._remaining[activation])
+        design = self._design_points(activation, size)
+        if design:
+            study.enqueue_trial(design[0])
         first = study.ask()
         lead = suggest(first, activation, self._spec.space)
         asked = [(lead, first)]
-        for _ in range(size - 1):
-            # Fix the shape, let the sampler draw the rest (init, lr) for each member.
-            study.enqueue_trial({"depth": lead.depth, "optimizer": lead.optimizer})
+        mixed = self._spec.mixed_depths
+        for k in range(1, size):
+            # Fix what members must share (the optimizer; the depth unless cohorts mix depths,
+            # models.mlp); the design or the sampler gives the rest for each member.
+            fixed: dict[str, Any] = dict(design[k]) if k < len(design) else {}
+            fixed["optimizer"] = lead.optimizer
+            if not mixed:
+                fixed["depth"] = lead.depth
+            if len(fixed) > 1 or len(self._spec.space.optimizers) > 1:
+                study.enqueue_trial(fixed)
             trial = study.ask()
             asked.append((suggest(trial, activation, self._spec.space), trial))
         self._remaining[activation] -= size
@@ -173,11 +187,19 @@ class CohortSearcher(Searcher):
         # Trial-major order: trial k's seeds are members k * seeds .. (k + 1) * seeds - 1.
         seeds = [member_seed(self._spec, i) for i in range(self._spec.seeds)]
         members = [
-            {"number": p.number, "init": p.init, "lr": p.lr, "seed": seed, "seed_index": i}
+            {
+                "number": p.number,
+                "init": p.init,
+                "lr": p.lr,
+                "seed": seed,
+                "seed_index": i,
+                "depth": p.depth,
+            }
             for p, _ in asked
             for i, seed in enumerate(seeds)
         ]
-        config = cohort_config(activation, lead.depth, lead.optimizer, members)
+        depth = max(p.depth for p, _ in asked)
+        config = cohort_config(activation, depth, lead.optimizer, members)
         if self._spec.budget.early_stopping:
             # A seed still running past the stratum's best (a trial-level KM median) cannot
             # change a median that beats it, so censoring it there is safe for any `seeds`.
@@ -186,6 +208,24 @@ class CohortSearcher(Searcher):
             # it would censor the winner's own seeds, so it only applies to one-seed trials.
             config["race"] = self._spec.seeds == 1
         return config
+
+    def _design_points(self, activation: str, size: int) -> list[dict[str, Any]]:
+        """The start-up design's next points for this activation (search.design), if any."""
+        sampler = self._spec.sampler
+        if sampler.startup != "lhs":
+            return []
+        n = min(sampler.n_startup_trials, self._spec.budget.trials_per_activation)
+        if activation not in self._design_pos:
+            # Resuming: trials already in the study used the design's first points.
+            self._design_pos[activation] = len(self._studies[activation].get_trials(deepcopy=False))
+        pos = self._design_pos[activation]
+        if pos >= n:
+            return []
+        points = latin_hypercube(
+            self._spec.space, n, derive_seed(self._spec.seed, "design", activation)
+        )[pos : pos + size]
+        self._design_pos[activation] = pos + size
+        return points
 
     def note_best(self, activation: str, steps: int) -> None:
         """Record a trial that reached the target (its steps_to_target: KM median over seeds)."""
