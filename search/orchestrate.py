@@ -218,10 +218,11 @@ def run_search(
     marks: dict[str, float] = {"run_search": time.time()}
     if is_remote(tracking_uri):
         bound_client_retries()  # an unreachable server must fail, not hang (search.remote)
-    tracker = Tracker(tracking_uri, spec)
     # A SQLite file that does not exist yet holds no finished search: creating it (MLflow's
     # schema migrations, seconds) then overlaps with Ray's start below instead of preceding it.
-    found = None if _fresh_sqlite(tracking_uri) else tracker.existing()
+    fresh = _fresh_sqlite(tracking_uri)
+    tracker = None if fresh else Tracker(tracking_uri, spec)
+    found = None if tracker is None else tracker.existing()
     marks["tracking_found"] = time.time()
     if found is not None and found.state == "finished":
         board = leaderboard_of(spec, found.experiment_id, tracking_uri)
@@ -237,16 +238,15 @@ def run_search(
     state = state_dir(tracking_uri)
     location = optuna_location(spec, tracking_uri, optuna_storage_location)
 
-    def prepare() -> tuple[dict[str, optuna.Study], dict[str, int], Dataset]:
-        if found is None:
-            tracker.existing()  # creates a fresh store's schema
+    def prepare() -> tuple[Tracker, dict[str, optuna.Study], dict[str, int], Dataset]:
+        made = tracker if tracker is not None else Tracker(tracking_uri, spec)  # creates the store
         studies, remaining = open_studies(spec, optuna_storage(location))
         marks["studies_ready"] = time.time()
         from models.datasets import load_dataset
 
         data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
         marks["data_ready"] = time.time()
-        return studies, remaining, data
+        return made, studies, remaining, data
 
     # The store, the studies and the dataset get ready while Ray starts (mostly waiting on
     # its processes), in a helper thread; Ray stays in the main thread.
@@ -255,7 +255,7 @@ def run_search(
         started_ray = _start_ray(address)
         marks["ray_ready"] = time.time()
         try:
-            studies, remaining, data = prepared.result()
+            tracker, studies, remaining, data = prepared.result()
         except BaseException:
             if started_ray:
                 import ray
