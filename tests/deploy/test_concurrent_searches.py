@@ -2,9 +2,11 @@
 
 Two driver processes (each with its own local Ray), the same experiment name, different
 seeds (so different search ids), one real MLflow server on PostgreSQL, and one Optuna
-storage: a shared journal file, or the server's PostgreSQL database. Each driver trains
-through the oracle trainable (tests/faults/oracle_run.py), so each search can be checked
-against what its own workers measured.
+journal file (the default storage, and the one whose cross-process locking is ours to
+trust; PostgreSQL storage passes the same test, `STORAGES`, but costs another ~1-2 minutes
+on 2 CPUs for what Optuna's RDB storage already guarantees). Each driver trains through the
+oracle trainable (tests/faults/oracle_run.py), so each search is checked against what its
+own workers measured.
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ def _driver(cwd: Path, spec: Path, server: Server, storage: str) -> subprocess.P
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize("storage_kind", ["journal", "postgres"])
+# "postgres" (the server's Optuna database) also passes; left out of the default run for time.
+STORAGES = ["journal"]
+
+
+@pytest.mark.parametrize("storage_kind", STORAGES)
 def test_two_searches_at_once_share_server_and_storage_and_stay_apart(
     mlflow_server: Server, tmp_path: Path, storage_kind: str
 ) -> None:
