@@ -346,6 +346,12 @@ def run_search(
                 ),
             )
             tuner.fit()
+        if searcher.lost:
+            # Cohorts that failed every attempt, past the re-asks: the search is short of
+            # its budget, so its parent ends failed and running the command again resumes it.
+            ok = False
+            if out is not None:
+                print(f"trials given up after repeated failures: {searcher.lost}", file=out)
         tracker.drain()
         timings["tracking_drained"] = time.time()
         timings["driver_seconds"] = dict(searcher.driver_seconds)

@@ -31,6 +31,12 @@ from search.trainable import cohort_config
 # used only if a value is somehow not finite, so Optuna never receives NaN or inf.
 WORST_SCORE_FACTOR = 1000.0
 
+# A cohort that failed every attempt Tune gave it (worker killed, node lost) has its trials
+# told FAIL and its budget asked again with fresh configurations, at most this many times
+# per activation: past that the failure is taken as systematic and the budget is given up
+# (`CohortSearcher.lost`), so a trainable that always crashes cannot loop forever.
+MAX_REASKED_COHORTS = 2
+
 
 @dataclass(frozen=True)
 class MemberOutcome:
@@ -102,6 +108,9 @@ class CohortSearcher(Searcher):
         self._pending: dict[str, _Pending] = {}
         self._order = list(spec.space.activations)
         self._turn = 0
+        self._reasked: dict[str, int] = {}
+        self.lost: dict[str, int] = {}
+        """Trials per activation whose cohort failed and whose budget was not asked again."""
         self.driver_seconds = {"suggest": 0.0, "complete": 0.0}
         """Driver time spent in Optuna asks (suggest) and tells + hand-off (complete)."""
         self._design_pos: dict[str, int] = {}
@@ -158,6 +167,10 @@ class CohortSearcher(Searcher):
     def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         activation = self._next_activation()
         if activation is None:
+            if self._pending:
+                # Not finished yet: a running cohort that fails gives its budget back, and
+                # Tune never asks a searcher again once it has answered FINISHED.
+                return None
             # Tune's documented "no more trials" sentinel is a str; its type hints omit it.
             return Searcher.FINISHED  # type: ignore[return-value]
         study = self._studies[activation]
@@ -250,6 +263,13 @@ class CohortSearcher(Searcher):
         n_seeds = self._spec.seeds
         seeds = tuple(member_seed(self._spec, i) for i in range(n_seeds))
         failed = error or not results or len(results) != len(pending.trials) * n_seeds
+        if failed:
+            act = pending.activation
+            if self._reasked.get(act, 0) < MAX_REASKED_COHORTS:
+                self._reasked[act] = self._reasked.get(act, 0) + 1
+                self._remaining[act] += len(pending.trials)
+            else:
+                self.lost[act] = self.lost.get(act, 0) + len(pending.trials)
         outcomes = []
         for k, (params, trial) in enumerate(pending.trials):
             if failed:
