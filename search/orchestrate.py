@@ -31,7 +31,7 @@ from search.space import derive_seed, study_name
 from search.spec import SearchSpec
 from search.spool import Spool, search_lock, spool_dir, spooled_values
 from search.summary import publish
-from search.tracking import TAG_OPTUNA_STORAGE, Tracker, redact, trial_runs_of
+from search.tracking import TAG_OPTUNA_STORAGE, Tracker, brief_error, redact, trial_runs_of
 from search.trainable import WorkerContext
 
 # Tune's per-trial result files and console reporter are pure overhead here: results go
@@ -229,7 +229,7 @@ def _spooled_outcome(spec: SearchSpec, tracker: Tracker, spooled: int, **kw: Any
         pd.DataFrame(),
         spooled=spooled,
         spool_path=str(tracker.spool.path) if tracker.spool is not None else "",
-        last_error="" if err is None else " ".join(str(err).split())[:200],
+        last_error="" if err is None else brief_error(err),
         uploaded=tracker.child_runs_logged,
         **kw,
     )

@@ -62,7 +62,7 @@ RETRY_WINDOW_ENV = "ACTSWEEP_MLFLOW_RETRY_WINDOW_S"
 RETRY_WINDOW_S = 120.0
 """How long the end of a search keeps retrying MLflow for results still spooled before it
 gives up and leaves them for `actsweep sync` (during the search it retries without end)."""
-_BACKOFF_MAX_S = 30.0
+_BACKOFF_MAX_S = 10.0  # on top of the client's own retries (search.remote)
 
 
 def retry_window() -> float:
@@ -429,7 +429,7 @@ class Tracker:
         self._queue.put(outcome)
 
     def drain(self, window: float | None = None) -> int:
-        """Wait until every queued trial is in MLflow; return how many trials stay spooled.
+        """Wait until every queued trial is in MLflow; return how many are only spooled.
 
         With a spool, MLflow failures are retried for `window` seconds (default
         `retry_window()`) after the call, then given up: the trials stay in the spool and
@@ -442,7 +442,14 @@ class Tracker:
             self._thread = None
         if self._error is not None:
             raise self._error
-        return self.spool.trials() if self.spool is not None else 0
+        if self.spool is None:
+            return 0
+        # Counted by trial: a cohort cut off halfway has some of its trials in MLflow.
+        return sum(
+            trial_key(self.search_id, m.params.activation, m.params.number) not in self._logged
+            for outcome in self.spool.entries()
+            for m in outcome.members
+        )
 
     def suspend(self) -> None:
         """No driver is running the unfinished search any more: say so instead of RUNNING."""
@@ -514,7 +521,7 @@ class Tracker:
                 self.last_error = err
                 if not failing:
                     self._notify(
-                        f"MLflow at {self.tracking_uri} failed ({_brief(err)}); results stay "
+                        f"MLflow at {self.tracking_uri} failed ({brief_error(err)}); results stay "
                         f"spooled in {self.spool.path} and are uploaded when it answers again"
                     )
                 failing = True
@@ -583,8 +590,17 @@ class Tracker:
         self.client.set_terminated(run_id, RunStatus.to_string(status), end_time=_ms(end))
 
 
-def _brief(err: BaseException) -> str:
+def brief_error(err: BaseException) -> str:
+    """A failure in a few words, for one line to the user (MLflow's own text of a refused
+    connection is several hundred characters of urllib3 internals)."""
     text = " ".join(str(err).split()) or type(err).__name__
+    for cause, said in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Max retries exceeded", "no answer after retries"),
+    ):
+        if cause in text:
+            return said
     return text if len(text) <= 160 else text[:157] + "..."
 
 

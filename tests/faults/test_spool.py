@@ -366,3 +366,57 @@ def test_sync_bad_input_is_one_line_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "spec: " in err and "nothing to sync" in err
     assert not os.path.exists(spool_dir(uri, parse_spec(tiny_spec).search_id))
+
+
+class _FlakyTerminate(MlflowClient):
+    """A client whose first `set_terminated` of a child run fails after the run was
+    created and filled: the writer's MLflow call dies mid-trial (injected fault)."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.failed: list[str] = []
+
+    def set_terminated(self, run_id: str, *args: Any, **kwargs: Any) -> None:
+        status = args[0] if args else kwargs.get("status")
+        if not self.failed and status == "FINISHED":
+            self.failed.append(run_id)
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException("injected: the server went away")
+        super().set_terminated(run_id, *args, **kwargs)
+
+
+def test_writer_rides_out_a_failure_mid_trial_and_closes_what_it_left_open(
+    spec: SearchSpec, store: dict[str, str]
+) -> None:
+    notes: list[str] = []
+    driver = Driver(spec, store)
+    driver.tracker = Tracker(store["tracking_uri"], spec, spool=driver.spool, notify=notes.append)
+    flaky = _FlakyTerminate(store["tracking_uri"])
+    driver.tracker.client = flaky
+    driver.tracker.start()
+    outcome = driver.cohort("c1")
+    assert driver.tracker.drain(window=60) == 0  # retried, not given up
+    by_key = _check_converged(driver, [outcome])
+    [orphan] = flaky.failed
+    assert orphan not in {r.info.run_id for r in by_key.values()}
+    left = flaky.get_run(orphan)
+    assert left.info.status == "KILLED" and left.info.lifecycle_stage == "deleted"
+    assert len(notes) == 2 and "injected" in notes[0] and "answers again" in notes[1]
+
+
+def test_writer_gives_up_at_the_end_of_the_window_and_keeps_the_spool(
+    spec: SearchSpec, store: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = Driver(spec, store)
+    driver.tracker.start()
+    # The store disappears under the writer: every MLflow call now fails.
+    driver.tracker.client = MlflowClient("http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    outcome = driver.cohort("c1")
+    assert driver.tracker.drain(window=0) == len(outcome.members)
+    assert driver.tracker.last_error is not None
+    assert len(driver.spool.files()) == 1
+    # the next driver (or `actsweep sync`) uploads it
+    resumed = _resume(spec, store)
+    _check_converged(resumed, [outcome])
