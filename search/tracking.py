@@ -3,7 +3,9 @@
 All writes come from the driver through one writer thread, so parallel trials never race
 on a SQLite store and the Tune event loop never waits on the tracking server. Child runs
 are keyed by a deterministic trial key (tag ``actsweep.trial_key``): a key already in MLflow
-is never logged twice, which is what makes resuming a search safe.
+is never logged twice, which is what makes resuming a search safe. Every cohort the writer
+takes is already in the search's spool (search.spool): a failed write is retried, never
+fatal, and a resume closes the runs a dead driver left open (`reconcile`) and logs the rest.
 """
 
 from __future__ import annotations
@@ -204,15 +206,6 @@ def trial_runs_by_key(
         token = page.token
         if not token:
             return dict(by_key)
-
-
-def logged_trial_keys(client: MlflowClient, experiment_id: str, search_id: str) -> set[str]:
-    """Keys of the trials whose child run is terminated (a RUNNING one is not logged yet)."""
-    return {
-        key
-        for key, runs in trial_runs_by_key(client, experiment_id, search_id).items()
-        if any(r.info.status not in OPEN_STATUSES for r in runs)
-    }
 
 
 @dataclass(frozen=True)
