@@ -98,6 +98,8 @@ class CohortSearcher(Searcher):
         remaining: dict[str, int],
         on_cohort_done: Callable[[CohortOutcome], None],
         on_suggest: Callable[[], None] | None = None,
+        on_cohort_measured: Callable[[CohortOutcome], object] | None = None,
+        best: dict[str, int] | None = None,
     ) -> None:
         super().__init__(metric="cohort_best_score", mode="min")
         self._spec = spec
@@ -105,6 +107,7 @@ class CohortSearcher(Searcher):
         self._remaining = dict(remaining)
         self._on_cohort_done = on_cohort_done
         self._on_suggest = on_suggest
+        self._on_cohort_measured = on_cohort_measured
         self._pending: dict[str, _Pending] = {}
         self._order = list(spec.space.activations)
         self._turn = 0
@@ -115,8 +118,9 @@ class CohortSearcher(Searcher):
         """Driver time spent in Optuna asks (suggest) and tells + hand-off (complete)."""
         self._design_pos: dict[str, int] = {}
         """Trials of each activation asked so far, for the start-up design."""
-        self._best: dict[str, int] = {}
-        """Fewest steps to target per activation so far (the early-stopping bar)."""
+        self._best: dict[str, int] = dict(best or {})
+        """Fewest steps to target per activation so far (the early-stopping bar); a resumed
+        search starts from what its earlier trials reached."""
 
     @property
     def remaining(self) -> dict[str, int]:
@@ -125,7 +129,7 @@ class CohortSearcher(Searcher):
     # Tune pickles its searcher into its experiment state. Ours is rebuilt from the Optuna
     # journal and MLflow on resume (`actsweep run` again), so live handles (storage locks,
     # the tracker callback) are left out rather than pickled.
-    _LIVE = ("_studies", "_on_cohort_done", "_on_suggest", "_pending")
+    _LIVE = ("_studies", "_on_cohort_done", "_on_suggest", "_on_cohort_measured", "_pending")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
@@ -136,6 +140,7 @@ class CohortSearcher(Searcher):
         self._pending = {}
         self._on_cohort_done = lambda outcome: None
         self._on_suggest = None
+        self._on_cohort_measured = None
 
     def save(self, checkpoint_path: str) -> None:
         # Informational only: the remaining budget per activation at checkpoint time.
@@ -271,9 +276,8 @@ class CohortSearcher(Searcher):
             else:
                 self.lost[act] = self.lost.get(act, 0) + len(pending.trials)
         outcomes = []
-        for k, (params, trial) in enumerate(pending.trials):
+        for k, (params, _) in enumerate(pending.trials):
             if failed:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 outcomes.append(MemberOutcome(params, seeds[0], None, None, seeds=seeds))
                 continue
             assert results is not None
@@ -284,7 +288,6 @@ class CohortSearcher(Searcher):
             value = float(aggregate.score)
             if not math.isfinite(value):
                 value = WORST_SCORE_FACTOR * self._spec.convergence.max_steps
-            study.tell(trial, value)
             outcomes.append(
                 MemberOutcome(
                     params,
@@ -297,12 +300,20 @@ class CohortSearcher(Searcher):
                 )
             )
         report = {} if failed else {k: v for k, v in (result or {}).items() if k != "members"}
-        self._on_cohort_done(
-            CohortOutcome(
-                tune_trial_id=trial_id,
-                study=study.study_name,
-                members=tuple(outcomes),
-                report=report,
-                error=failed,
-            )
+        outcome = CohortOutcome(
+            tune_trial_id=trial_id,
+            study=study.study_name,
+            members=tuple(outcomes),
+            report=report,
+            error=failed,
         )
+        # Write-ahead: the outcome is durable (search.spool) before Optuna counts it, so a
+        # driver dying from here on loses nothing that Optuna or MLflow will later miss.
+        if self._on_cohort_measured is not None:
+            self._on_cohort_measured(outcome)
+        for (_, trial), member in zip(pending.trials, outcomes, strict=True):
+            if member.value is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, member.value)
+        self._on_cohort_done(outcome)
