@@ -119,6 +119,17 @@ class CohortMLP(nn.Module):
         for i in range(self.shape.depth):
             real = self.depths > i
             self._masks.append(None if bool(real.all()) else real.view(-1, 1, 1))
+        # Members ordered deepest first (as train_cohort builds them): layer i is real for
+        # exactly the first _real[i] members, so it is computed for those only and the rest
+        # pass through by concatenation -- no wasted arithmetic. Parametric activations
+        # (per-member parameters) and other orders use the select path.
+        depths = self.depths.tolist()
+        sliceable = depths == sorted(depths, reverse=True) and not any(
+            True for _ in self.activations.parameters()
+        )
+        self._real: list[int] | None = (
+            [sum(d > i for d in depths) for i in range(self.shape.depth)] if sliceable else None
+        )
 
     def _apply(self, fn: Any, recurse: bool = True) -> CohortMLP:
         # .to(device) moves the buffers; the cached masks follow them.
@@ -130,15 +141,22 @@ class CohortMLP(nn.Module):
         """(M, B, in_features) -> (M, B, out_features)."""
         h = x
         last = len(self.weights) - 1
+        members = h.shape[0]
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            z = torch.baddbmm(bias, h, weight)  # (M, B, fan_out)
             if i == last:
-                return z
-            a = self.activations[i](z)
+                return torch.baddbmm(bias, h, weight)
             mask = self._masks[i]
-            # An identity layer passes its input through: the layer's own output is dropped,
-            # so its parameters get exactly zero gradient and never change.
-            h = a if mask is None else torch.where(mask, a, h)
+            if mask is None:
+                h = self.activations[i](torch.baddbmm(bias, h, weight))
+            elif self._real is not None:
+                # An identity layer passes its input through untouched; its parameters are
+                # not used, so they get exactly zero gradient and never change.
+                k = self._real[i]
+                a = self.activations[i](torch.baddbmm(bias[:k], h[:k], weight[:k]))
+                h = torch.cat([a, h[k:members]])
+            else:
+                a = self.activations[i](torch.baddbmm(bias, h, weight))
+                h = torch.where(mask, a, h)
         return h
 
     def select(self, keep: Tensor) -> None:

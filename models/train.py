@@ -264,19 +264,28 @@ def train_cohort(
     if max(depths) < cohort.depth:
         # The deepest member sets the cohort's depth: no layer is identity for everyone.
         shape = dataclasses.replace(shape, depth=max(depths))
-    model = build_cohort(shape, [m.init for m in members], [m.seed for m in members], depths).to(
-        device
-    )
+    # Model positions hold the members deepest first, so a mixed-depth cohort computes each
+    # layer only for the members that have it (models.mlp); `active` maps positions back.
+    order = sorted(range(len(members)), key=lambda i: -depths[i])
+    model = build_cohort(
+        shape,
+        [members[i].init for i in order],
+        [members[i].seed for i in order],
+        [depths[i] for i in order],
+    ).to(device)
     params = list(model.parameters())
-    lr = torch.tensor([m.lr for m in members], dtype=torch.float32, device=device).view(-1, 1, 1)
+    lr = torch.tensor([members[i].lr for i in order], dtype=torch.float32, device=device)
+    lr = lr.view(-1, 1, 1)
     optimizer = _CohortOptimizer(cohort.optimizer, params, lr, cohort.momentum)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
 
-    data_streams = [torch.Generator().manual_seed(m.seed + DATA_SEED_OFFSET) for m in members]
+    data_streams = [
+        torch.Generator().manual_seed(members[i].seed + DATA_SEED_OFFSET) for i in order
+    ]
     records = [_Record(m) for m in members]
     results: list[RunResult | None] = [None] * len(members)
-    active = list(range(len(members)))  # original member index of each model position
+    active = list(order)  # original member index of each model position
 
     def buffers(width: int) -> tuple[Tensor, Tensor]:
         return (

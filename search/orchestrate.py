@@ -403,6 +403,10 @@ def _run_search(
                 w["train_cpu"] += rep["train_cpu"]
                 w["worker_cpu"] = max(w.get("worker_cpu", 0.0), rep["worker_cpu"])
                 w["worker_rss_mb"] = max(w.get("worker_rss_mb", 0.0), rep["worker_rss_mb"])
+                if "worker_cpu_at_entry" in rep:
+                    # The CPU a worker spent before its first cohort: process and import start-up.
+                    first = w.get("cpu_before_first_cohort", rep["worker_cpu_at_entry"])
+                    w["cpu_before_first_cohort"] = min(first, rep["worker_cpu_at_entry"])
 
         def on_first_submit() -> None:
             timings.setdefault("first_submit", time.time())

@@ -24,10 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.activations import ACTIVATIONS
-from models.datasets import DATASETS
-from models.initializers import INITIALIZERS
-from models.train import OPTIMIZERS
+from models.names import ACTIVATION_NAMES, DATASET_NAMES, INITIALIZER_NAMES, OPTIMIZER_NAMES
 from search.errors import SpecError
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -352,12 +349,14 @@ def _from_validation_error(err: ValidationError) -> SpecError:
 
 def _check_names(spec: SearchSpec) -> None:
     """Registry names are checked here so errors list the registry's keys."""
-    if spec.dataset.name not in DATASETS:
-        raise SpecError("dataset.name", f"unknown dataset {spec.dataset.name!r}", sorted(DATASETS))
+    if spec.dataset.name not in DATASET_NAMES:
+        raise SpecError(
+            "dataset.name", f"unknown dataset {spec.dataset.name!r}", sorted(DATASET_NAMES)
+        )
     groups = (
-        ("space.activations", spec.space.activations, ACTIVATIONS, "activation"),
-        ("space.initializers", spec.space.initializers, INITIALIZERS, "initializer"),
-        ("space.optimizers", spec.space.optimizers, OPTIMIZERS, "optimizer"),
+        ("space.activations", spec.space.activations, ACTIVATION_NAMES, "activation"),
+        ("space.initializers", spec.space.initializers, INITIALIZER_NAMES, "initializer"),
+        ("space.optimizers", spec.space.optimizers, OPTIMIZER_NAMES, "optimizer"),
     )
     for field, names, registry, kind in groups:
         for i, name in enumerate(names):

@@ -30,7 +30,6 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.initializers import resolve_init
 from search.paths import artifact_root
 from search.searcher import CohortOutcome, MemberOutcome, seed_runs
 from search.spec import SearchSpec
@@ -304,6 +303,8 @@ def child_run_payload(
         runs = list(member.runs) or [res]
         end = start + max(float(r["wall_seconds"]) for r in runs)
         t_ms = _ms(end)
+        from models.initializers import resolve_init  # PyTorch: kept off the start-up path
+
         params["init_resolved"] = resolve_init(p.init, p.activation)
         params["seeds"] = len(runs)
         params["run_seeds"] = ",".join(str(s) for s in (member.seeds or (member.seed,)))

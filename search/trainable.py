@@ -65,6 +65,7 @@ def pick_device() -> torch.device:
 
 def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]:
     """Train the cohort described by `config`; return the report (plain data)."""
+    entry = resource.getrusage(resource.RUSAGE_SELF)
     import torch
 
     from models.diagnostics import CohortDiagnostics
@@ -125,6 +126,7 @@ def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]
         "worker_pid": os.getpid(),
         "train_cpu": train_cpu,
         "worker_cpu": usage.ru_utime + usage.ru_stime,
+        "worker_cpu_at_entry": entry.ru_utime + entry.ru_stime,
         "worker_rss_mb": usage.ru_maxrss / 1024.0,
     }
 

@@ -138,13 +138,20 @@ def test_shape_validation_and_pickling() -> None:
         CohortMLP(shape, 0)
 
 
-def test_mixed_depth_members_equal_their_own_network() -> None:
+@pytest.mark.parametrize(
+    ("activation", "depths"),
+    [
+        ("gelu", [1, 4, 2, 3]),  # any order: the select path
+        ("gelu", [4, 3, 2, 1]),  # deepest first (as train_cohort orders them): the slice path
+        ("prelu", [4, 3, 1, 1]),  # per-member activation parameters: the select path
+    ],
+)
+def test_mixed_depth_members_equal_their_own_network(activation: str, depths: list[int]) -> None:
     import torch
 
     from models.mlp import MLPShape, build_cohort, build_mlp
 
-    shape = MLPShape(in_features=10, out_features=3, width=8, depth=4, activation="gelu")
-    depths = [1, 4, 2, 3]
+    shape = MLPShape(in_features=10, out_features=3, width=8, depth=4, activation=activation)
     inits = ["kaiming_normal", "xavier_normal", "auto", "orthogonal"]
     seeds = [3, 5, 7, 11]
     cohort = build_cohort(shape, inits, seeds, depths)
@@ -152,7 +159,7 @@ def test_mixed_depth_members_equal_their_own_network() -> None:
     x = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
     out = cohort(x.unsqueeze(0).expand(4, -1, -1))
     for m, (init, seed, depth) in enumerate(zip(inits, seeds, depths, strict=True)):
-        own = build_mlp(MLPShape(10, 3, 8, depth, "gelu"), init, seed)
+        own = build_mlp(MLPShape(10, 3, 8, depth, activation), init, seed)
         torch.testing.assert_close(out[m], own(x), rtol=1e-6, atol=1e-6)
     # Identity layers get exactly zero gradient; real layers do not.
     out.square().sum().backward()
