@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
@@ -21,8 +22,9 @@ from models.convergence import Convergence
 from models.datasets import load_dataset
 from models.diagnostics import DiagnosticsConfig
 from search.capacity import Capacity, cluster_shapes, plan_capacity
+from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, render, trials_table
-from search.paths import state_dir
+from search.paths import check_private_tree, private_file, state_dir
 from search.progress import Progress
 from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
@@ -90,6 +92,10 @@ def optuna_storage(location: str) -> optuna.storages.BaseStorage:
 
     if "://" in location:
         return RDBStorage(location)
+    path = Path(location).expanduser()
+    if not path.parent.is_dir():
+        raise SpecError("optuna storage", f"directory of the journal does not exist: {path.parent}")
+    private_file(path, "optuna storage")  # created 0o600; an existing one must be private
     # A journal file, not SQLite: Optuna's own advice for concurrent writers, and it
     # survives the driver (resume) and can be browsed with optuna-dashboard.
     return JournalStorage(JournalFileBackend(location))
@@ -196,6 +202,12 @@ def run_search(
     """
     if is_remote(tracking_uri):
         bound_client_retries()  # an unreachable server must fail, not hang (search.remote)
+    # State another user could have written is refused before anything is written (exit 2):
+    # the journal is replayed and Tune's experiment files are unpickled on resume.
+    state = state_dir(tracking_uri)
+    check_private_tree(state / "tune" / spec.search_id)
+    location = optuna_location(spec, tracking_uri, optuna_storage_location)
+    storage = optuna_storage(location)
     tracker = Tracker(tracking_uri, spec)
     found = tracker.existing()
     if found is not None and found.state == "finished":
@@ -211,9 +223,7 @@ def run_search(
 
     from ray import tune
 
-    state = state_dir(tracking_uri)
-    location = optuna_location(spec, tracking_uri, optuna_storage_location)
-    studies, remaining = open_studies(spec, optuna_storage(location))
+    studies, remaining = open_studies(spec, storage)
     data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
     started_ray = _start_ray(address)
     try:
