@@ -103,6 +103,8 @@ def optuna_storage(location: str) -> optuna.storages.BaseStorage:
 
 def optuna_location(spec: SearchSpec, tracking_uri: str, cli: str | None = None) -> str:
     """--optuna-storage, else the spec's tracking.optuna_storage, else a journal beside the store."""
+    if cli is not None and not cli.strip():
+        raise SpecError("--optuna-storage", "is empty; give a journal file path or a database URL")
     return cli or spec.tracking.optuna_storage or str(state_dir(tracking_uri) / "optuna.journal")
 
 

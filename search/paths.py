@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from urllib.parse import urlparse
 
-from search.errors import SpecError
+from search.errors import SpecError, brief
 
 URI_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
 
@@ -26,28 +26,49 @@ def resolve_tracking_uri(
     cli: str | None, spec_uri: str | None, field: str = "--tracking-uri"
 ) -> str:
     """The CLI flag wins over the spec, the spec over the environment and MLflow's default."""
-    uri = cli or spec_uri or default_tracking_uri()
-    return check_tracking_uri(uri, field if cli else "tracking.uri")
+    # `is not None`, not truthiness: `--tracking-uri ""` is a mistake to report, not a request
+    # for the default store (it used to start a search in ./mlflow.db).
+    if cli is not None:
+        return check_tracking_uri(cli, field)
+    if spec_uri is not None:
+        return check_tracking_uri(spec_uri, "tracking.uri")
+    return check_tracking_uri(default_tracking_uri(), "MLFLOW_TRACKING_URI")
 
 
-def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> str:
+def check_tracking_uri(uri: str, field: str = "--tracking-uri", local: bool = True) -> str:
+    """`uri` if it is a tracking URI actsweep can use, else SpecError naming `field`.
+
+    With ``local=False`` only the form is checked (a spec may name a store on another
+    machine); with ``local=True`` a SQLite store's directory must also exist here.
+    """
+    allowed = [f"{s}://..." for s in URI_SCHEMES]
     if not isinstance(uri, str) or not uri.strip() or any(c in uri for c in "\n\r\x00"):
-        raise SpecError(field, f"not a tracking URI: {uri!r}", [f"{s}://..." for s in URI_SCHEMES])
-    parsed = urlparse(uri)
+        raise SpecError(field, f"not a tracking URI: {brief(uri)}", allowed)
+    try:
+        parsed = urlparse(uri)
+        host = parsed.hostname
+    except ValueError as err:  # e.g. "http://[" (an unclosed IPv6 literal)
+        raise SpecError(field, f"not a tracking URI: {brief(uri)} ({err})", allowed) from None
     scheme = parsed.scheme.split("+")[0]
     if scheme not in URI_SCHEMES:
-        raise SpecError(
-            field, f"unsupported tracking URI {uri!r}", [f"{s}://..." for s in URI_SCHEMES]
-        )
-    if scheme in ("http", "https") and not parsed.hostname:
-        raise SpecError(field, f"tracking URI {uri!r} has no host")
+        raise SpecError(field, f"unsupported tracking URI {brief(uri)}", allowed)
+    if scheme in ("http", "https") and not host:
+        raise SpecError(field, f"tracking URI {brief(uri)} has no host")
     if scheme == "sqlite":
-        db = sqlite_path(uri)
+        try:
+            db = sqlite_path(uri)
+            parent_ok = db is None or not local or db.parent.is_dir()
+        except (OSError, RuntimeError, ValueError) as err:
+            # A name too long for the file system, "~nosuchuser", undecodable bytes, ...
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise SpecError(
+                field, f"unusable SQLite path in {brief(uri)}: {reason[:200]}"
+            ) from None
         if db is None:
             raise SpecError(
-                field, f"SQLite URI needs a file path, e.g. sqlite:///mlflow.db; got {uri!r}"
+                field, f"SQLite URI needs a file path, e.g. sqlite:///mlflow.db; got {brief(uri)}"
             )
-        if not db.parent.is_dir():
+        if not parent_ok:
             raise SpecError(field, f"directory of the SQLite store does not exist: {db.parent}")
     return uri
 
