@@ -325,7 +325,7 @@ def _compose_node(self: _Loader, parent: Any, index: Any) -> Any:
         self._depth = depth - 1
 
 
-_Loader.compose_node = _compose_node  # type: ignore[method-assign]
+_Loader.compose_node = _compose_node
 
 
 def _too_deep(text: str, limit: int) -> bool:
