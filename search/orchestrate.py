@@ -24,7 +24,7 @@ from models.diagnostics import DiagnosticsConfig
 from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, render, trials_table
-from search.paths import check_private_tree, private_file, state_dir
+from search.paths import check_private, check_private_tree, private_file, state_dir
 from search.progress import Progress
 from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
@@ -207,6 +207,7 @@ def run_search(
     # State another user could have written is refused before anything is written (exit 2):
     # the journal is replayed and Tune's experiment files are unpickled on resume.
     state = state_dir(tracking_uri)
+    check_private(state / "tune")
     check_private_tree(state / "tune" / spec.search_id)
     location = optuna_location(spec, tracking_uri, optuna_storage_location)
     storage = optuna_storage(location)
@@ -227,6 +228,10 @@ def run_search(
 
     studies, remaining = open_studies(spec, storage)
     data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+    # Everything the search creates from here (Tune's experiment files, Ray's session files,
+    # MLflow's local artifact directories) is private to the user, whatever their umask: with a
+    # group-writable umask (002) Tune's own files would otherwise be refused on the next resume.
+    umask = os.umask(0o077)
     started_ray = _start_ray(address)
     try:
         capacity = _check_resources(spec)
@@ -330,6 +335,7 @@ def run_search(
         timings["end"] = time.time()
         return SearchOutcome(spec.search_id, tracker.experiment_id, parent, board, timings=timings)
     finally:
+        os.umask(umask)
         if started_ray:
             import ray
 

@@ -55,18 +55,25 @@ def test_tampered_state_is_refused_then_resumed_once_private(
     spec = parse_spec(tiny_spec)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
-    run_search(
-        spec,
-        tracking_uri=store["tracking_uri"],
-        out=None,
-        trainable=oracle_trainable(store["oracle"]),
-    )
+    old_umask = os.umask(0o002)  # a group-writable umask (Debian/Ubuntu user groups)
+    try:
+        run_search(
+            spec,
+            tracking_uri=store["tracking_uri"],
+            out=None,
+            trainable=oracle_trainable(store["oracle"]),
+        )
+    finally:
+        assert os.umask(old_umask) == 0o002  # run_search restored the caller's umask
     state = tmp_path / ".actsweep"
     journal = Path(store["optuna_storage"])
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     experiment = state / "tune" / spec.search_id
     assert experiment.is_dir()  # Tune's pickled state lives here (checked like the rest)
+    # Created private whatever the umask: nothing in the state tree is group/other-accessible.
+    for p in [state, *state.rglob("*")]:
+        assert stat.S_IMODE(p.lstat().st_mode) & 0o077 == 0 or p.is_symlink(), p
     expected: dict[str, Any] = dict(
         tracking_uri=store["tracking_uri"],
         experiment=spec.experiment_name,
