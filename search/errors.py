@@ -51,5 +51,8 @@ MAX_MESSAGE = 2000
 def _printable(text: str) -> str:
     # One line, printable on any terminal: a path from argv may hold undecodable bytes (lone
     # surrogates), and user input may hold newlines or tabs.
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:  # bytes smuggled in by the file system codec show as the bytes they were: \xff
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # other lone surrogates: \ud800
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return " ".join(text.split())

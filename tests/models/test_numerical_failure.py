@@ -81,7 +81,7 @@ poison_cases = st.fixed_dictionaries(
 
 
 @settings(
-    max_examples=30,
+    max_examples=25,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
