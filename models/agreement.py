@@ -61,7 +61,11 @@ def compare_alone_vs_cohort(
     conv: Convergence,
     device: str | torch.device = "cpu",
 ) -> AgreementReport:
-    """Train each cohort batched, then each member alone (cohort of one), and compare."""
+    """Train each cohort batched, then each member alone (cohort of one), and compare.
+
+    A member with its own depth (mixed-depth cohort) is trained alone at that depth, as a
+    plain network without identity layers.
+    """
     out = []
     for cohort in cohorts:
         batched = train_cohort(data, cohort, conv, device=device)
@@ -70,7 +74,7 @@ def compare_alone_vs_cohort(
             out.append(
                 Comparison(
                     activation=cohort.activation,
-                    depth=cohort.depth,
+                    depth=cohort.depth if member.depth is None else member.depth,
                     member=member,
                     cohort=in_cohort,
                     alone=alone,

@@ -150,6 +150,9 @@ class CohortDiagnostics:
         self._calls += 1
         if (self._calls - 1) % self.config.every:
             return
+        if model.mixed:
+            # Per-layer measurements of identity layers would be meaningless.
+            raise ValueError("diagnostics need a cohort of one depth (no identity layers)")
         metrics = self.measure(model, list(active))
         for j, original in enumerate(active):
             self.curves[original].add(step, {k: float(v[j]) for k, v in metrics.items()})

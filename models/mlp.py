@@ -5,6 +5,13 @@ every member with one `torch.baddbmm` per layer, because tiny MLPs are bound by 
 M members cost about as much as one. Members never interact: member m's outputs and gradients
 depend only on member m's parameters and inputs.
 
+Mixed depths: a cohort can hold members of different depths (``depths[m] <= shape.depth``).
+Member m's hidden layers ``depths[m]..shape.depth-1`` are identity layers: the forward pass
+keeps the layer's input for that member (a select, not arithmetic), so member m computes
+exactly its own depth-``depths[m]`` network, forward and backward, and the identity layers'
+parameters (initialised to I and 0) get exactly zero gradient and never change.
+That lets a search batch configurations of different depths without changing any result.
+
 Determinism contract: member m's initial weights depend only on (shape, inits[m], seeds[m]). They
 come from ``torch.Generator().manual_seed(seeds[m])``, drawn layer by layer from the input
 layer to the output layer (weight, then bias where the scheme draws one). `build_mlp` draws the
@@ -13,8 +20,10 @@ same numbers in the same order, so it is exactly member m as a plain ``nn.Sequen
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,12 +76,20 @@ class CohortMLP(nn.Module):
     The constructor allocates zeros; use `build_cohort` for initialised cohorts.
     """
 
-    def __init__(self, shape: MLPShape, members: int) -> None:
+    def __init__(self, shape: MLPShape, members: int, depths: Sequence[int] | None = None) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"a cohort needs at least one member, got {members}")
+        depths = list(depths) if depths is not None else [shape.depth] * members
+        if len(depths) != members or not all(1 <= d <= shape.depth for d in depths):
+            raise ValueError(
+                f"depths must be {members} values in 1..{shape.depth} (the cohort's depth), "
+                f"got {depths}"
+            )
         self.shape = shape
         self.members = members
+        self.depths: Tensor
+        self.register_buffer("depths", torch.tensor(depths, dtype=torch.long), persistent=False)
         self.weights = nn.ParameterList(
             nn.Parameter(torch.zeros(members, fan_in, fan_out))
             for fan_in, fan_out in shape.layer_sizes
@@ -84,15 +101,44 @@ class CohortMLP(nn.Module):
         # One module per hidden layer: a learnable activation gets its own parameters per layer,
         # like nn.PReLU instances in a plain Sequential.
         self.activations = nn.ModuleList(factory(members) for _ in range(shape.depth))
+        self._update_masks()
+
+    @property
+    def mixed(self) -> bool:
+        """Whether some member is shallower than the cohort (has identity layers)."""
+        return any(mask is not None for mask in self._masks)
+
+    def layer_masks(self) -> list[Tensor | None]:
+        """Per hidden layer i: (M, 1, 1) True where layer i is real for the member; None when it
+        is real for every member."""
+        return list(self._masks)
+
+    def _update_masks(self) -> None:
+        # Computed when the membership changes, never per step (each would be a device sync).
+        self._masks: list[Tensor | None] = []
+        for i in range(self.shape.depth):
+            real = self.depths > i
+            self._masks.append(None if bool(real.all()) else real.view(-1, 1, 1))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CohortMLP:
+        # .to(device) moves the buffers; the cached masks follow them.
+        out = super()._apply(fn, recurse)
+        self._update_masks()
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """(M, B, in_features) -> (M, B, out_features)."""
         h = x
         last = len(self.weights) - 1
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(bias, h, weight)  # (M, B, fan_out)
-            if i < last:
-                h = self.activations[i](h)
+            z = torch.baddbmm(bias, h, weight)  # (M, B, fan_out)
+            if i == last:
+                return z
+            a = self.activations[i](z)
+            mask = self._masks[i]
+            # An identity layer passes its input through: the layer's own output is dropped,
+            # so its parameters get exactly zero gradient and never change.
+            h = a if mask is None else torch.where(mask, a, h)
         return h
 
     def select(self, keep: Tensor) -> None:
@@ -115,7 +161,9 @@ class CohortMLP(nn.Module):
                         param.detach().index_select(0, keep), requires_grad=param.requires_grad
                     ),
                 )
+        self.depths = self.depths.index_select(0, keep)
         self.members = int(keep.numel())
+        self._update_masks()
 
 
 def _check_members(inits: Sequence[str], seeds: Sequence[int]) -> None:
@@ -142,18 +190,37 @@ def _init_member(shape: MLPShape, init: str, seed: int) -> list[tuple[Tensor, Te
     return layers
 
 
-def build_cohort(shape: MLPShape, inits: Sequence[str], seeds: Sequence[int]) -> CohortMLP:
+def build_cohort(
+    shape: MLPShape,
+    inits: Sequence[str],
+    seeds: Sequence[int],
+    depths: Sequence[int] | None = None,
+) -> CohortMLP:
     """A CPU cohort whose member m is initialised with ``inits[m]`` from ``seeds[m]``.
 
-    ``inits`` may contain ``auto``.
+    ``inits`` may contain ``auto``. ``depths`` (default: all ``shape.depth``) gives each
+    member's own depth; shallower members get identity layers after their hidden layers, and
+    their weights are drawn exactly as for a network of their own depth.
     """
     _check_members(inits, seeds)
-    model = CohortMLP(shape, len(inits))
+    depths = list(depths) if depths is not None else [shape.depth] * len(inits)
+    if depths and max(depths) < shape.depth:
+        raise ValueError(f"the deepest member must have the cohort's depth {shape.depth}")
+    model = CohortMLP(shape, len(inits), depths)
+    last = shape.depth  # index of the output layer
     with torch.no_grad():
-        for m, (init, seed) in enumerate(zip(inits, seeds, strict=True)):
-            for i, (weight, bias) in enumerate(_init_member(shape, init, seed)):
+        for m, (init, seed, depth) in enumerate(zip(inits, seeds, depths, strict=True)):
+            own = dataclasses.replace(shape, depth=depth)
+            layers = _init_member(own, init, seed)
+            for i, (weight, bias) in enumerate(layers[:-1]):
                 model.weights[i][m].copy_(weight.T)
                 model.biases[i][m, 0].copy_(bias)
+            for i in range(depth, last):
+                model.weights[i][m].copy_(torch.eye(shape.width))
+                model.biases[i][m].zero_()
+            weight, bias = layers[-1]
+            model.weights[last][m].copy_(weight.T)
+            model.biases[last][m, 0].copy_(bias)
     return model
 
 

@@ -31,6 +31,7 @@ side by side should call ``torch.set_num_threads(1)``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -88,9 +89,14 @@ class Member:
     """Learning rate (> 0)."""
     seed: int
     """Drives both the init stream (seed) and the data order (seed + 7919)."""
+    depth: int | None = None
+    """This member's hidden layers when it differs from the cohort's (at most the cohort's
+    depth; see models.mlp on mixed depths). None: the cohort's depth."""
 
     def __post_init__(self) -> None:
         get_initializer(self.init)
+        if self.depth is not None and self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be finite and > 0, got {self.lr}")
 
@@ -121,6 +127,14 @@ class CohortSpec:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        deeper = [m.depth for m in self.members if m.depth is not None and m.depth > self.depth]
+        if deeper:
+            raise ValueError(f"member depths {deeper} exceed the cohort's depth {self.depth}")
+
+    @property
+    def depths(self) -> list[int]:
+        """Each member's own depth."""
+        return [self.depth if m.depth is None else m.depth for m in self.members]
 
 
 @dataclass(frozen=True)
@@ -258,7 +272,13 @@ def train_cohort(
         data.in_features, data.out_features, cohort.width, cohort.depth, cohort.activation
     )
     members = cohort.members
-    model = build_cohort(shape, [m.init for m in members], [m.seed for m in members]).to(device)
+    depths = cohort.depths
+    if max(depths) < cohort.depth:
+        # The deepest member sets the cohort's depth: no layer is identity for everyone.
+        shape = dataclasses.replace(shape, depth=max(depths))
+    model = build_cohort(shape, [m.init for m in members], [m.seed for m in members], depths).to(
+        device
+    )
     params = list(model.parameters())
     lr = torch.tensor([m.lr for m in members], dtype=torch.float32, device=device).view(-1, 1, 1)
     optimizer = _CohortOptimizer(cohort.optimizer, params, lr, cohort.momentum)

@@ -1,8 +1,10 @@
-"""The `actsweep` command line: run, validate, leaderboard, report, ui, server; submit and jobs
-(deploy/cli.py).
+"""The `actsweep` command line: run, sync, validate, leaderboard, report, ui, server; submit
+and jobs (deploy/cli.py).
 
 Bad input (a spec, a flag, a URI) ends in one line naming the field and exit code 2,
-before anything is written.
+before anything is written. A search whose results MLflow could not take (the tracking
+server stayed away) ends with exit code 3: the results are kept in a local spool, and
+`actsweep sync SPEC` (or the same `actsweep run`) uploads them and finishes the search.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from deploy.cli import CLUSTER_COMMANDS, add_cluster_parsers
 from search.errors import SpecError
 
 EXIT_USAGE = 2
+EXIT_SPOOLED = 3
+"""The search ran, but some results are only in the local spool: not a failure of the
+search (nothing is lost), not a success a pipeline should build on (MLflow is incomplete)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +41,15 @@ def _add_uri(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_optuna(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--optuna-storage",
+        default=None,
+        help="Optuna storage: postgresql://... or a journal file path "
+        "(default: the spec's tracking.optuna_storage, else .actsweep/optuna.journal beside the store)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="actsweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -44,12 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="path to the search spec (YAML)")
     _add_uri(run)
     run.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
-    run.add_argument(
-        "--optuna-storage",
-        default=None,
-        help="Optuna storage: postgresql://... or a journal file path "
-        "(default: the spec's tracking.optuna_storage, else .actsweep/optuna.journal beside the store)",
-    )
+    _add_optuna(run)
     run.add_argument("--quiet", action="store_true", help="print only the leaderboard")
     run.add_argument(
         "--timings-json",
@@ -57,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write wall-clock marks and worker CPU accounting as JSON (for benchmarks)",
     )
+
+    syn = sub.add_parser(
+        "sync",
+        help="upload a search's spooled results to MLflow (after a tracking-server outage "
+        "or a killed driver); finishes the search if its budget is done. Trains no trial",
+    )
+    syn.add_argument("spec", help="path to the search spec (YAML) given to `actsweep run`")
+    _add_uri(syn)
+    _add_optuna(syn)
 
     val = sub.add_parser("validate", help="check a spec without running anything")
     val.add_argument("spec")
@@ -132,10 +150,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import json
 
         Path(args.timings_json).write_text(json.dumps(outcome.timings, indent=2))
+    if outcome.spooled:
+        return _spooled(args.spec, uri, outcome)
     if args.quiet:
         from search.leaderboard import render
 
         print(render(outcome.leaderboard, "table"), end="")
+    return 0
+
+
+def _spooled(spec_path: str, uri: str, outcome: Any) -> int:
+    print(
+        f"actsweep: {outcome.spooled} trials of search {outcome.search_id} are not in MLflow "
+        f"yet (MLflow at {uri}: {outcome.last_error or 'unreachable'}); they are kept in "
+        f"{outcome.spool_path}. Run `actsweep sync {spec_path}` (or the same `actsweep run`) "
+        "once the tracking server answers again.",
+        file=sys.stderr,
+    )
+    return EXIT_SPOOLED
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from search.paths import resolve_tracking_uri
+    from search.remote import prepare_remote, uri_field
+    from search.spec import load_spec
+
+    spec = load_spec(args.spec)
+    uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
+    prepare_remote(uri, uri_field(args.tracking_uri, spec.tracking.uri))
+    from search.orchestrate import sync_search
+
+    outcome = sync_search(
+        spec, tracking_uri=uri, optuna_storage_location=args.optuna_storage, out=sys.stdout
+    )
+    if outcome.spooled:
+        return _spooled(args.spec, uri, outcome)
+    if outcome.remaining:
+        print(f"run `actsweep run {args.spec}` to continue the search")
     return 0
 
 
@@ -209,6 +260,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": _cmd_run,
+    "sync": _cmd_sync,
     "validate": _cmd_validate,
     "leaderboard": _cmd_leaderboard,
     "report": _cmd_report,

@@ -11,28 +11,33 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
 import pandas as pd
+from ray import tune
 
 from models.convergence import Convergence
-from models.datasets import load_dataset
-from models.diagnostics import DiagnosticsConfig
 from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, render, trials_table
-from search.paths import check_private, check_private_tree, private_file, state_dir
+from search.paths import check_private, check_private_tree, private_file, sqlite_path, state_dir
 from search.progress import Progress
 from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
 from search.space import derive_seed, study_name
 from search.spec import SearchSpec
+from search.spool import Spool, search_lock, spool_dir, spooled_values
 from search.summary import publish
-from search.tracking import TAG_OPTUNA_STORAGE, Tracker, redact, trial_runs_of
+from search.tracking import TAG_OPTUNA_STORAGE, Tracker, brief_error, redact, trial_runs_of
 from search.trainable import WorkerContext
+
+if TYPE_CHECKING:
+    from models.datasets import Dataset
+    from models.diagnostics import DiagnosticsConfig
 
 # Tune's per-trial result files and console reporter are pure overhead here: results go
 # to MLflow through our tracker, and progress is our own.
@@ -50,6 +55,16 @@ class SearchOutcome:
     already_finished: bool = False
     timings: dict[str, Any] = field(default_factory=dict)
     """Wall-clock marks (epoch seconds) and worker accounting, for benchmarks."""
+    spooled: int = 0
+    """Trials whose results are only in the local spool (MLflow did not take them): the
+    search is not finished, `actsweep sync` or running it again uploads and finishes it."""
+    spool_path: str = ""
+    last_error: str = ""
+    """The MLflow failure that left trials spooled."""
+    uploaded: int = 0
+    """Child runs logged by this call (for `actsweep sync`)."""
+    remaining: int = 0
+    """Trials of the budget still to run (`actsweep sync` of an interrupted search)."""
 
 
 def convergence_of(spec: SearchSpec) -> Convergence:
@@ -64,6 +79,8 @@ def convergence_of(spec: SearchSpec) -> Convergence:
 
 
 def diagnostics_of(spec: SearchSpec) -> DiagnosticsConfig | None:
+    from models.diagnostics import DiagnosticsConfig
+
     d = spec.diagnostics
     if not d.enabled:
         return None
@@ -109,9 +126,15 @@ def optuna_location(spec: SearchSpec, tracking_uri: str, cli: str | None = None)
 
 
 def open_studies(
-    spec: SearchSpec, storage: optuna.storages.BaseStorage
+    spec: SearchSpec,
+    storage: optuna.storages.BaseStorage,
+    spooled: dict[str, dict[int, float | None]] | None = None,
 ) -> tuple[dict[str, optuna.Study], dict[str, int]]:
-    """One study per activation, named after the search; the budget each still has."""
+    """One study per activation, named after the search; the budget each still has.
+
+    `spooled` (search.spool.spooled_values) holds results a dead driver wrote to its spool
+    but never told Optuna: those RUNNING trials are told them instead of being failed.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies: dict[str, optuna.Study] = {}
     remaining: dict[str, int] = {}
@@ -124,15 +147,27 @@ def open_studies(
             load_if_exists=True,
         )
         done = 0
+        safe = (spooled or {}).get(act, {})
         for t in study.get_trials(deepcopy=False):
             if t.state == optuna.trial.TrialState.RUNNING:
-                # Asked by a driver that died before telling: its result never arrived.
-                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                value = safe.get(t.number)
+                if value is not None:
+                    study.tell(t.number, value)  # spooled, then the driver died: not lost
+                    done += 1
+                else:
+                    # Asked by a driver that died before telling: its result never arrived
+                    # (or it was a failed cohort's, spooled as a failure).
+                    study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             elif t.state == optuna.trial.TrialState.COMPLETE:
                 done += 1
         studies[act] = study
         remaining[act] = max(0, spec.budget.trials_per_activation - done)
     return studies, remaining
+
+
+def _fresh_sqlite(tracking_uri: str) -> bool:
+    db = sqlite_path(tracking_uri)
+    return db is not None and not db.exists()
 
 
 def _start_ray(address: str | None) -> bool:
@@ -182,9 +217,91 @@ def _quiet_tune() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
+class _TrialStartMark(tune.Callback):
+    """Records when the first trial's actor is up (Tune's on_trial_start), for benchmarks."""
+
+    def __init__(self, marks: dict[str, float]) -> None:
+        self.marks = marks
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.marks.setdefault("first_trial_start", time.time())
+
+
 def leaderboard_of(spec: SearchSpec, experiment_id: str, tracking_uri: str) -> pd.DataFrame:
     runs = trial_runs_of(experiment_id, spec.search_id, tracking_uri)
     return compute_leaderboard(trials_table(runs), spec.space.activations)
+
+
+def _warn(line: str) -> None:
+    print(f"actsweep: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _seed_best(tracker: Tracker, entries: list[CohortOutcome]) -> dict[str, int]:
+    """The early-stopping bar a resumed search starts from: its earlier trials' best."""
+    best = dict(tracker.reconciled.best) if tracker.reconciled is not None else {}
+    for outcome in entries:
+        for m in outcome.members:
+            agg = m.aggregate
+            if agg is not None and agg.reached:
+                act, steps = m.params.activation, int(agg.steps_to_target)
+                best[act] = min(best.get(act, steps), steps)
+    return best
+
+
+def _spooled_outcome(spec: SearchSpec, tracker: Tracker, spooled: int, **kw: Any) -> SearchOutcome:
+    err = tracker.last_error
+    return SearchOutcome(
+        spec.search_id,
+        tracker.experiment_id,
+        tracker.parent_run_id,
+        pd.DataFrame(),
+        spooled=spooled,
+        spool_path=str(tracker.spool.path) if tracker.spool is not None else "",
+        last_error="" if err is None else brief_error(err),
+        uploaded=tracker.child_runs_logged,
+        **kw,
+    )
+
+
+def _finish(
+    spec: SearchSpec,
+    tracker: Tracker,
+    tracking_uri: str,
+    data: Dataset | None,
+    timings: dict[str, Any],
+    ok: bool = True,
+) -> pd.DataFrame:
+    """Science after the search (lr probes, convergence map), then publish: the parent
+    run is marked finished last (failed when `ok` is false: budget lost to failing cohorts),
+    so an interruption anywhere here is resumed."""
+    from models.datasets import load_dataset
+    from search.science import log_convergence_map, run_probes
+
+    if data is None and spec.lr_probe.enabled:
+        data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+    ranked = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
+    probes = run_probes(spec, data, ranked, convergence_of(spec)) if data is not None else {}
+    runs = trial_runs_of(tracker.experiment_id, spec.search_id, tracking_uri)
+    log_convergence_map(tracker.client, tracker.parent_run_id, spec, runs, probes)
+    timings["science_done"] = time.time()
+    board = publish(tracker, spec, tracking_uri, ok=ok)
+    if tracker.spool is not None:
+        tracker.spool.remove_if_empty()
+    return board
+
+
+def check_state(spec: SearchSpec, tracking_uri: str, optuna_storage_location: str | None) -> None:
+    """Refuse state another user could have written (SpecError, exit 2), before anything is
+    written, the lock file included: resuming replays the journal and the spool and unpickles
+    Tune's experiment files (search.paths.check_private)."""
+    state = state_dir(tracking_uri)
+    check_private(state / "tune")
+    check_private_tree(state / "tune" / spec.search_id)
+    check_private(state / "spool")
+    check_private_tree(spool_dir(tracking_uri, spec.search_id))
+    location = optuna_location(spec, tracking_uri, optuna_storage_location)
+    if "://" not in location:
+        check_private(Path(location).expanduser(), "optuna storage")
 
 
 def run_search(
@@ -201,19 +318,45 @@ def run_search(
 
     `trainable` replaces the Tune function trainable (same signature as
     search.trainable.tune_trainable); benchmarks and fault-injection tests use it.
+    One driver per search and machine: a second one is refused (search.spool.search_lock).
     """
+    check_state(spec, tracking_uri, optuna_storage_location)
+    with search_lock(tracking_uri, spec.search_id):
+        return _run_search(
+            spec,
+            tracking_uri=tracking_uri,
+            address=address,
+            optuna_storage_location=optuna_storage_location,
+            spec_text=spec_text,
+            out=out,
+            trainable=trainable,
+        )
+
+
+def _run_search(
+    spec: SearchSpec,
+    *,
+    tracking_uri: str,
+    address: str | None = None,
+    optuna_storage_location: str | None = None,
+    spec_text: str | None = None,
+    out: TextIO | None = sys.stdout,
+    trainable: Callable[..., None] | None = None,
+) -> SearchOutcome:
     if is_remote(tracking_uri):
         bound_client_retries()  # an unreachable server must fail, not hang (search.remote)
-    # State another user could have written is refused before anything is written (exit 2):
-    # the journal is replayed and Tune's experiment files are unpickled on resume.
-    state = state_dir(tracking_uri)
-    check_private(state / "tune")
-    check_private_tree(state / "tune" / spec.search_id)
+    marks: dict[str, float] = {"run_search": time.time()}
+    state = state_dir(tracking_uri)  # checked in run_search, before the lock
     location = optuna_location(spec, tracking_uri, optuna_storage_location)
     storage = optuna_storage(location)
-    tracker = Tracker(tracking_uri, spec)
-    found = tracker.existing()
-    if found is not None and found.state == "finished":
+    spool = Spool(spool_dir(tracking_uri, spec.search_id))
+    # A SQLite file that does not exist yet holds no finished search: creating it (MLflow's
+    # schema migrations, seconds) then overlaps with Ray's start below instead of preceding it.
+    fresh = _fresh_sqlite(tracking_uri)
+    tracker = None if fresh else Tracker(tracking_uri, spec, spool=spool, notify=_warn)
+    found = None if tracker is None else tracker.existing()
+    marks["tracking_found"] = time.time()
+    if found is not None and found.state == "finished" and not spool.files():
         board = leaderboard_of(spec, found.experiment_id, tracking_uri)
         if out is not None:
             print(
@@ -224,19 +367,45 @@ def run_search(
             print(render(board, "table"), file=out, end="")
         return SearchOutcome(spec.search_id, found.experiment_id, found.run_id, board, True)
 
-    from ray import tune
+    entries = spool.entries()
 
-    studies, remaining = open_studies(spec, storage)
-    data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+    def prepare() -> tuple[Tracker, dict[str, optuna.Study], dict[str, int], Dataset]:
+        made = tracker or Tracker(
+            tracking_uri, spec, spool=spool, notify=_warn
+        )  # creates the store
+        studies, remaining = open_studies(spec, storage, spooled_values(entries))
+        marks["studies_ready"] = time.time()
+        from models.datasets import load_dataset
+
+        data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+        marks["data_ready"] = time.time()
+        return made, studies, remaining, data
+
     # Everything the search creates from here (Tune's experiment files, Ray's session files,
-    # MLflow's local artifact directories) is private to the user, whatever their umask: with a
-    # group-writable umask (002) Tune's own files would otherwise be refused on the next resume.
+    # MLflow's local store and artifact directories) is private to the user, whatever their
+    # umask: with a group-writable umask (002) Tune's own files would otherwise be refused on
+    # the next resume.
     umask = os.umask(0o077)
-    started_ray = _start_ray(address)
+    # The store, the studies and the dataset get ready while Ray starts (mostly waiting on
+    # its processes), in a helper thread; Ray stays in the main thread.
+    with ThreadPoolExecutor(1, thread_name_prefix="actsweep-prepare") as pool:
+        prepared = pool.submit(prepare)
+        started_ray = _start_ray(address)
+        marks["ray_ready"] = time.time()
+        try:
+            tracker, studies, remaining, data = prepared.result()
+        except BaseException:
+            os.umask(umask)
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+            raise
     try:
         capacity = _check_resources(spec)
         slots = capacity.slots
         parent = tracker.start(spec_text, {TAG_OPTUNA_STORAGE: redact(location)})
+        marks["tracking_ready"] = time.time()
         total = spec.budget.trials_per_activation * len(spec.space.activations)
         progress = Progress(spec.space.activations, total, total - sum(remaining.values()), out)
         if out is not None:
@@ -248,7 +417,7 @@ def run_search(
                 flush=True,
             )
 
-        timings: dict[str, Any] = {"workers": {}}
+        timings: dict[str, Any] = {"workers": {}, "marks": marks}
 
         def on_cohort_done(outcome: CohortOutcome) -> None:
             tracker.record(outcome)
@@ -273,6 +442,8 @@ def run_search(
             remaining=remaining,
             on_cohort_done=on_cohort_done,
             on_suggest=on_first_submit,
+            on_cohort_measured=spool.write,
+            best=_seed_best(tracker, entries),
         )
         context = WorkerContext(
             data=data,
@@ -290,7 +461,6 @@ def run_search(
             tune.with_parameters(fn, context=context),
             {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
         )
-        ok = True
         _quiet_tune()
         if sum(remaining.values()) > 0:
             tuner = tune.Tuner(
@@ -307,6 +477,7 @@ def run_search(
                     trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
+                    callbacks=[_TrialStartMark(marks)],
                     name=spec.search_id,
                     storage_path=str(state / "tune"),
                     verbose=0,
@@ -315,20 +486,19 @@ def run_search(
                 ),
             )
             tuner.fit()
-        tracker.drain()
+        if searcher.lost and out is not None:
+            # Cohorts that failed every attempt, past the re-asks: the search is short of
+            # its budget, so its parent ends failed and running the command again resumes it.
+            print(f"trials given up after repeated failures: {searcher.lost}", file=out)
+        spooled = tracker.drain()
         timings["tracking_drained"] = time.time()
         timings["driver_seconds"] = dict(searcher.driver_seconds)
         timings["mlflow_writer_seconds"] = tracker.writer_seconds
-        # Science after the search: lr probes and the convergence map (search.science).
-        from search.science import log_convergence_map, run_probes
-
-        ranked = leaderboard_of(spec, tracker.experiment_id, tracking_uri)
-        probes = run_probes(spec, data, ranked, context.convergence)
-        runs = trial_runs_of(tracker.experiment_id, spec.search_id, tracking_uri)
-        log_convergence_map(tracker.client, parent, spec, runs, probes)
-        timings["science_done"] = time.time()
-        # Leaderboard files, plots, summary runs; the parent is marked finished last.
-        board = publish(tracker, spec, tracking_uri, ok=ok)
+        if spooled:
+            # MLflow is away: nothing more can be published. The parent stays unfinished,
+            # so `actsweep sync` (or this command again) uploads the spool and finishes.
+            return _spooled_outcome(spec, tracker, spooled, timings=timings)
+        board = _finish(spec, tracker, tracking_uri, data, timings, ok=not searcher.lost)
         if out is not None:
             print(f"\nleaderboard of {spec.search_id} (parent run {parent}):", file=out)
             print(render(board, "table"), file=out, end="")
@@ -340,3 +510,71 @@ def run_search(
             import ray
 
             ray.shutdown()
+
+
+def sync_search(
+    spec: SearchSpec,
+    *,
+    tracking_uri: str,
+    optuna_storage_location: str | None = None,
+    out: TextIO | None = sys.stdout,
+) -> SearchOutcome:
+    """Upload a search's spooled results to MLflow without training anything.
+
+    What a resume does before it trains: spooled results a dead driver never told Optuna
+    are told, open child runs are closed, spooled trials are logged. When the budget is then
+    complete the search is finished too (convergence map, leaderboard, parent FINISHED);
+    otherwise `actsweep run` continues it.
+    """
+    check_state(spec, tracking_uri, optuna_storage_location)
+    with search_lock(tracking_uri, spec.search_id):
+        if is_remote(tracking_uri):
+            bound_client_retries()
+        spool = Spool(spool_dir(tracking_uri, spec.search_id))
+        tracker = Tracker(tracking_uri, spec, spool=spool, notify=_warn)
+        found = tracker.existing()
+        entries = spool.entries()
+        if found is None and not entries:
+            raise SpecError(
+                "spec",
+                f"search {spec.search_id} is neither in MLflow at {tracking_uri} nor spooled "
+                f"in {spool.path}: nothing to sync",
+            )
+        if found is not None and found.state == "finished" and not entries:
+            if out is not None:
+                print(f"search {spec.search_id} is finished and nothing is spooled", file=out)
+            board = leaderboard_of(spec, found.experiment_id, tracking_uri)
+            return SearchOutcome(spec.search_id, found.experiment_id, found.run_id, board, True)
+        location = optuna_location(spec, tracking_uri, optuna_storage_location)
+        _, remaining = open_studies(spec, optuna_storage(location), spooled_values(entries))
+        left = sum(remaining.values())
+        tracker.start(tags={TAG_OPTUNA_STORAGE: redact(location)})
+        spooled = tracker.drain()
+        closed = tracker.reconciled.closed if tracker.reconciled is not None else 0
+        if out is not None:
+            print(
+                f"sync {spec.search_id}: {tracker.child_runs_logged} trials uploaded from "
+                f"{spool.path}, {closed} unfinished child runs closed",
+                file=out,
+                flush=True,
+            )
+        if spooled:
+            return _spooled_outcome(spec, tracker, spooled, remaining=left)
+        if left:
+            tracker.suspend()
+            if out is not None:
+                print(f"{left} trials of the budget are still to run", file=out)
+            return _spooled_outcome(spec, tracker, 0, remaining=left)
+        board = _finish(spec, tracker, tracking_uri, None, {})
+        if out is not None:
+            print(
+                f"\nleaderboard of {spec.search_id} (parent run {tracker.parent_run_id}):", file=out
+            )
+            print(render(board, "table"), file=out, end="")
+        return SearchOutcome(
+            spec.search_id,
+            tracker.experiment_id,
+            tracker.parent_run_id,
+            board,
+            uploaded=tracker.child_runs_logged,
+        )

@@ -21,10 +21,11 @@ class Progress:
 
     def update(self, outcome: CohortOutcome) -> None:
         for m in outcome.members:
-            self.done += 1
             if m.result is None:
+                # Not done: a failed cohort's budget is asked again (search.searcher).
                 self.failed += 1
                 continue
+            self.done += 1
             act = m.params.activation
             # A trial's outcome is its aggregate over seeds (the KM median), not seed 0's.
             agg = m.aggregate

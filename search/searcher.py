@@ -1,8 +1,9 @@
 """Adapter between Ray Tune and Optuna: one study per activation, cohorts as Tune trials.
 
 Sampling stays on the driver. Each Tune trial is a cohort: up to `cohort_size` Optuna
-trials of one activation that share depth and optimizer (asked as partially fixed trials,
-so the sampler still draws init and lr for each), trained as one batched model. Each Optuna
+trials of one activation that share the optimizer, and the depth too unless cohorts mix
+depths (asked as partially fixed trials, so the sampler still draws the rest for each),
+trained as one batched model. Each Optuna
 trial is `seeds` members of the cohort, member i seeded with `member_seed(spec, i)` (paired
 across activations and configurations). Optuna is told one finite value per trial: the
 censoring-aware aggregate of its seeds (`search.stats.trial_score`: a Kaplan-Meier median).
@@ -21,7 +22,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from search.space import TrialParams, member_seed, suggest
+from search.design import latin_hypercube
+from search.space import TrialParams, derive_seed, member_seed, suggest
 from search.spec import SearchSpec
 from search.stats import SeedRuns, TrialAggregate, aggregate_trial
 from search.trainable import cohort_config
@@ -31,6 +33,12 @@ logger = logging.getLogger(__name__)
 # A score no real run produces (see models.convergence.score: at most ~103 * max_steps);
 # used only if a value is somehow not finite, so Optuna never receives NaN or inf.
 WORST_SCORE_FACTOR = 1000.0
+
+# A cohort that failed every attempt Tune gave it (worker killed, node lost) has its trials
+# told FAIL and its budget asked again with fresh configurations, at most this many times
+# per activation: past that the failure is taken as systematic and the budget is given up
+# (`CohortSearcher.lost`), so a trainable that always crashes cannot loop forever.
+MAX_REASKED_COHORTS = 2
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,8 @@ class CohortSearcher(Searcher):
         remaining: dict[str, int],
         on_cohort_done: Callable[[CohortOutcome], None],
         on_suggest: Callable[[], None] | None = None,
+        on_cohort_measured: Callable[[CohortOutcome], object] | None = None,
+        best: dict[str, int] | None = None,
     ) -> None:
         super().__init__(metric="cohort_best_score", mode="min")
         self._spec = spec
@@ -135,13 +145,20 @@ class CohortSearcher(Searcher):
         self._remaining = dict(remaining)
         self._on_cohort_done = on_cohort_done
         self._on_suggest = on_suggest
+        self._on_cohort_measured = on_cohort_measured
         self._pending: dict[str, _Pending] = {}
         self._order = list(spec.space.activations)
         self._turn = 0
+        self._reasked: dict[str, int] = {}
+        self.lost: dict[str, int] = {}
+        """Trials per activation whose cohort failed and whose budget was not asked again."""
         self.driver_seconds = {"suggest": 0.0, "complete": 0.0}
         """Driver time spent in Optuna asks (suggest) and tells + hand-off (complete)."""
-        self._best: dict[str, int] = {}
-        """Fewest steps to target per activation so far (the early-stopping bar)."""
+        self._design_pos: dict[str, int] = {}
+        """Trials of each activation asked so far, for the start-up design."""
+        self._best: dict[str, int] = dict(best or {})
+        """Fewest steps to target per activation so far (the early-stopping bar); a resumed
+        search starts from what its earlier trials reached."""
 
     @property
     def remaining(self) -> dict[str, int]:
@@ -150,7 +167,7 @@ class CohortSearcher(Searcher):
     # Tune pickles its searcher into its experiment state. Ours is rebuilt from the Optuna
     # journal and MLflow on resume (`actsweep run` again), so live handles (storage locks,
     # the tracker callback) are left out rather than pickled.
-    _LIVE = ("_studies", "_on_cohort_done", "_on_suggest", "_pending")
+    _LIVE = ("_studies", "_on_cohort_done", "_on_suggest", "_on_cohort_measured", "_pending")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
@@ -161,6 +178,7 @@ class CohortSearcher(Searcher):
         self._pending = {}
         self._on_cohort_done = lambda outcome: None
         self._on_suggest = None
+        self._on_cohort_measured = None
 
     def save(self, checkpoint_path: str) -> None:
         # Informational only: the remaining budget per activation at checkpoint time.
@@ -192,16 +210,30 @@ class CohortSearcher(Searcher):
     def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         activation = self._next_activation()
         if activation is None:
+            if self._pending:
+                # Not finished yet: a running cohort that fails gives its budget back, and
+                # Tune never asks a searcher again once it has answered FINISHED.
+                return None
             # Tune's documented "no more trials" sentinel is a str; its type hints omit it.
             return Searcher.FINISHED  # type: ignore[return-value]
         study = self._studies[activation]
         size = min(self._spec.budget.cohort_size, self._remaining[activation])
+        design = self._design_points(activation, size)
+        if design:
+            study.enqueue_trial(design[0])
         first = study.ask()
         lead = suggest(first, activation, self._spec.space)
         asked = [(lead, first)]
-        for _ in range(size - 1):
-            # Fix the shape, let the sampler draw the rest (init, lr) for each member.
-            study.enqueue_trial({"depth": lead.depth, "optimizer": lead.optimizer})
+        mixed = self._spec.mixed_depths
+        for k in range(1, size):
+            # Fix what members must share (the optimizer; the depth unless cohorts mix depths,
+            # models.mlp); the design or the sampler gives the rest for each member.
+            fixed: dict[str, Any] = dict(design[k]) if k < len(design) else {}
+            fixed["optimizer"] = lead.optimizer
+            if not mixed:
+                fixed["depth"] = lead.depth
+            if len(fixed) > 1 or len(self._spec.space.optimizers) > 1:
+                study.enqueue_trial(fixed)
             trial = study.ask()
             asked.append((suggest(trial, activation, self._spec.space), trial))
         self._remaining[activation] -= size
@@ -211,11 +243,19 @@ class CohortSearcher(Searcher):
         # Trial-major order: trial k's seeds are members k * seeds .. (k + 1) * seeds - 1.
         seeds = [member_seed(self._spec, i) for i in range(self._spec.seeds)]
         members = [
-            {"number": p.number, "init": p.init, "lr": p.lr, "seed": seed, "seed_index": i}
+            {
+                "number": p.number,
+                "init": p.init,
+                "lr": p.lr,
+                "seed": seed,
+                "seed_index": i,
+                "depth": p.depth,
+            }
             for p, _ in asked
             for i, seed in enumerate(seeds)
         ]
-        config = cohort_config(activation, lead.depth, lead.optimizer, members)
+        depth = max(p.depth for p, _ in asked)
+        config = cohort_config(activation, depth, lead.optimizer, members)
         if self._spec.budget.early_stopping:
             # A seed still running past the stratum's best (a trial-level KM median) cannot
             # change a median that beats it, so censoring it there is safe for any `seeds`.
@@ -224,6 +264,24 @@ class CohortSearcher(Searcher):
             # it would censor the winner's own seeds, so it only applies to one-seed trials.
             config["race"] = self._spec.seeds == 1
         return config
+
+    def _design_points(self, activation: str, size: int) -> list[dict[str, Any]]:
+        """The start-up design's next points for this activation (search.design), if any."""
+        sampler = self._spec.sampler
+        if sampler.startup != "lhs":
+            return []
+        n = min(sampler.n_startup_trials, self._spec.budget.trials_per_activation)
+        if activation not in self._design_pos:
+            # Resuming: trials already in the study used the design's first points.
+            self._design_pos[activation] = len(self._studies[activation].get_trials(deepcopy=False))
+        pos = self._design_pos[activation]
+        if pos >= n:
+            return []
+        points = latin_hypercube(
+            self._spec.space, n, derive_seed(self._spec.seed, "design", activation)
+        )[pos : pos + size]
+        self._design_pos[activation] = pos + size
+        return points
 
     def note_best(self, activation: str, steps: int) -> None:
         """Record a trial that reached the target (its steps_to_target: KM median over seeds)."""
@@ -248,10 +306,16 @@ class CohortSearcher(Searcher):
         n_seeds = self._spec.seeds
         seeds = tuple(member_seed(self._spec, i) for i in range(n_seeds))
         failed = error or not results or len(results) != len(pending.trials) * n_seeds
+        if failed:
+            act = pending.activation
+            if self._reasked.get(act, 0) < MAX_REASKED_COHORTS:
+                self._reasked[act] = self._reasked.get(act, 0) + 1
+                self._remaining[act] += len(pending.trials)
+            else:
+                self.lost[act] = self.lost.get(act, 0) + len(pending.trials)
         outcomes = []
-        for k, (params, trial) in enumerate(pending.trials):
+        for k, (params, _) in enumerate(pending.trials):
             if failed:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 outcomes.append(MemberOutcome(params, seeds[0], None, None, seeds=seeds))
                 continue
             assert results is not None
@@ -265,7 +329,7 @@ class CohortSearcher(Searcher):
                     params.number,
                     reasons[0],
                 )
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                # value None: told FAIL below, after the outcome is spooled.
                 outcomes.append(MemberOutcome(params, seeds[0], None, None, seeds=seeds))
                 continue
             aggregate = aggregate_trial(seed_runs(runs, self._spec.convergence.max_steps))
@@ -274,7 +338,6 @@ class CohortSearcher(Searcher):
             value = float(aggregate.score)
             if not math.isfinite(value):
                 value = WORST_SCORE_FACTOR * self._spec.convergence.max_steps
-            study.tell(trial, value)
             outcomes.append(
                 MemberOutcome(
                     params,
@@ -287,12 +350,20 @@ class CohortSearcher(Searcher):
                 )
             )
         report = {} if failed else {k: v for k, v in (result or {}).items() if k != "members"}
-        self._on_cohort_done(
-            CohortOutcome(
-                tune_trial_id=trial_id,
-                study=study.study_name,
-                members=tuple(outcomes),
-                report=report,
-                error=failed,
-            )
+        outcome = CohortOutcome(
+            tune_trial_id=trial_id,
+            study=study.study_name,
+            members=tuple(outcomes),
+            report=report,
+            error=failed,
         )
+        # Write-ahead: the outcome is durable (search.spool) before Optuna counts it, so a
+        # driver dying from here on loses nothing that Optuna or MLflow will later miss.
+        if self._on_cohort_measured is not None:
+            self._on_cohort_measured(outcome)
+        for (_, trial), member in zip(pending.trials, outcomes, strict=True):
+            if member.value is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, member.value)
+        self._on_cohort_done(outcome)

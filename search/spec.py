@@ -145,8 +145,13 @@ class ConvergenceSpec(_Section):
 class BudgetSpec(_Section):
     trials_per_activation: int = Field(16, ge=1, le=100_000)
     cohort_size: int = Field(4, ge=1, le=1024)
-    """Trials of one activation and depth trained together as one batched model (each trial
-    brings `seeds` members, so a cohort has up to cohort_size x seeds members)."""
+    """Trials of one activation trained together as one batched model (each trial brings
+    `seeds` members, so a cohort has up to cohort_size x seeds members); of one depth too,
+    unless `mixed_depths`."""
+    mixed_depths: bool | None = None
+    """Let one cohort hold trials of different depths (shallower members get identity layers,
+    exact: models.mlp), so a cohort samples depth freely like every other parameter. None: on
+    when diagnostics are off (per-layer diagnostics need cohorts of one depth)."""
     early_stopping: bool = True
     """Stop a trial once it can no longer beat its activation's best: when an earlier trial or a
     cohort sibling already reached the target sooner. Such trials are censored (reached = 0,
@@ -156,7 +161,11 @@ class BudgetSpec(_Section):
 class SamplerSpec(_Section):
     name: Literal["tpe", "random", "gp"] = "tpe"
     n_startup_trials: int = Field(8, ge=0, le=100_000)
-    """Random trials per activation before the model-based sampler takes over."""
+    """Start-up trials per activation before the model-based sampler takes over."""
+    startup: Literal["lhs", "random"] = "lhs"
+    """How the start-up trials are drawn: ``lhs``, a Latin hypercube over depth, initializer,
+    log-lr and optimizer (search.design: every stratum covered, no gaps); ``random``, the
+    sampler's own independent draws."""
 
 
 class ResourcesSpec(_Section):
@@ -253,6 +262,13 @@ class SearchSpec(_Section):
     def _dataset_shorthand(cls, v: Any) -> Any:
         # `dataset: digits` is the common case; the mapping form carries options.
         return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def mixed_depths(self) -> bool:
+        """Whether cohorts may mix depths (budget.mixed_depths, resolved)."""
+        if self.budget.mixed_depths is not None:
+            return self.budget.mixed_depths
+        return not self.diagnostics.enabled
 
     @property
     def experiment_name(self) -> str:

@@ -32,6 +32,7 @@ from search.tracking import (
     TAG_SEARCH_ID,
     TAG_SEARCH_NAME,
     Tracker,
+    close_run,
     create_run_once,
 )
 
@@ -116,12 +117,13 @@ def log_summary_runs(
         wanted.add(key)
         params, metrics = summary_payload(record)
         old = existing.get(key)
-        if old is not None and _same(old, params, metrics):
+        if old is not None and old.info.status == "FINISHED" and _same(old, params, metrics):
             ids.append(old.info.run_id)
             continue
         if old is not None:
-            # Params cannot change once logged: a changed row is a new run.
-            client.delete_run(old.info.run_id)
+            # Params cannot change once logged: a changed row is a new run. (So is a row
+            # whose run an interrupted finish left RUNNING; it is closed, never left open.)
+            close_run(client, old.info.run_id)
         tags = {
             TAG_ROLE: ROLE_LEADERBOARD,
             TAG_LEADERBOARD: search_id,

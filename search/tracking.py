@@ -3,20 +3,25 @@
 All writes come from the driver through one writer thread, so parallel trials never race
 on a SQLite store and the Tune event loop never waits on the tracking server. Child runs
 are keyed by a deterministic trial key (tag ``actsweep.trial_key``): a key already in MLflow
-is never logged twice, which is what makes resuming a search safe.
+is never logged twice, which is what makes resuming a search safe. Every cohort the writer
+takes is already in the search's spool (search.spool): a failed write is retried, never
+fatal, and a resume closes the runs a dead driver left open (`reconcile`) and logs the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import mlflow
@@ -29,6 +34,7 @@ from models.initializers import resolve_init
 from search.paths import artifact_root
 from search.searcher import CohortOutcome, MemberOutcome, seed_runs
 from search.spec import SearchSpec
+from search.spool import Spool
 from search.stats import aggregate_trial
 from search.trial_metrics import trial_metrics
 
@@ -52,6 +58,21 @@ ROLE_SEARCH = "search"
 ROLE_TRIAL = "trial"
 
 _BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+OPEN_STATUSES = ("RUNNING", "SCHEDULED")
+RETRY_WINDOW_ENV = "ACTSWEEP_MLFLOW_RETRY_WINDOW_S"
+RETRY_WINDOW_S = 120.0
+"""How long the end of a search keeps retrying MLflow for results still spooled before it
+gives up and leaves them for `actsweep sync` (during the search it retries without end)."""
+_BACKOFF_MAX_S = 10.0  # on top of the client's own retries (search.remote)
+
+
+def retry_window() -> float:
+    raw = os.environ.get(RETRY_WINDOW_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw else RETRY_WINDOW_S
+    except ValueError:
+        return RETRY_WINDOW_S
 
 
 def redact(url: str) -> str:
@@ -155,24 +176,83 @@ def create_run_once(
     if remote:
         for twin in runs_tagged(client, experiment_id, key):
             if twin != run_id:
-                client.delete_run(twin)
+                close_run(client, twin)
     return run_id
 
 
-def logged_trial_keys(client: MlflowClient, experiment_id: str, search_id: str) -> set[str]:
-    keys: set[str] = set()
+def close_run(client: MlflowClient, run_id: str) -> None:
+    """Retire a run that will not be completed: KILLED (never left RUNNING), then deleted."""
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    client.delete_run(run_id)
+
+
+def trial_runs_by_key(
+    client: MlflowClient, experiment_id: str, search_id: str
+) -> dict[str, list[Any]]:
+    """Every active child run of a search, grouped by trial key (oldest first)."""
+    by_key: dict[str, list[Any]] = defaultdict(list)
     token = None
     while True:
         page = client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}' and tags.`{TAG_SEARCH_ID}` = '{search_id}'",
             max_results=5000,
+            order_by=["attributes.start_time ASC"],
             page_token=token,
         )
-        keys.update(r.data.tags[TAG_TRIAL_KEY] for r in page if TAG_TRIAL_KEY in r.data.tags)
+        for r in page:
+            if TAG_TRIAL_KEY in r.data.tags:
+                by_key[r.data.tags[TAG_TRIAL_KEY]].append(r)
         token = page.token
         if not token:
-            return keys
+            return dict(by_key)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    logged: set[str]
+    """Trial keys with a terminated child run: never logged again."""
+    closed: int
+    """Open child runs (a driver died while logging them) marked KILLED and deleted."""
+    kept_killed: int
+    """Open child runs with no spooled result to redo them from: KILLED, kept visible."""
+    best: dict[str, int]
+    """Fewest steps to target per activation among the logged trials."""
+
+
+def reconcile(
+    client: MlflowClient, experiment_id: str, search_id: str, spooled: set[str]
+) -> Reconciled:
+    """Close the child runs a dead driver left open, so each trial ends with one terminated run.
+
+    A run is left RUNNING by a driver that died between creating it and terminating it. If
+    the trial also has a terminated run (a twin), or its result is still spooled (it will be
+    logged again, whole), the open run is KILLED and deleted. Otherwise the open run holds
+    all there is of the trial: it is KILLED and kept (this needs a spool lost by hand).
+    """
+    logged: set[str] = set()
+    closed = kept = 0
+    best: dict[str, int] = {}
+    for key, runs in trial_runs_by_key(client, experiment_id, search_id).items():
+        done = [r for r in runs if r.info.status not in OPEN_STATUSES]
+        for r in runs:
+            if r.info.status not in OPEN_STATUSES:
+                continue
+            if done or key in spooled:
+                close_run(client, r.info.run_id)
+                closed += 1
+            else:
+                client.set_terminated(r.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                kept += 1
+        if done or key not in spooled:
+            logged.add(key)
+        for r in done:
+            m = r.data.metrics
+            act = r.data.tags.get(TAG_ACTIVATION)
+            if act and m.get("reached") == 1.0 and "steps_to_target" in m:
+                steps = int(m["steps_to_target"])
+                best[act] = min(best.get(act, steps), steps)
+    return Reconciled(logged, closed, kept, best)
 
 
 def child_run_payload(
@@ -241,20 +321,39 @@ def child_run_payload(
 
 
 class Tracker:
-    """Owns every MLflow write of one search."""
+    """Owns every MLflow write of one search.
 
-    def __init__(self, tracking_uri: str, spec: SearchSpec) -> None:
+    With a spool (search.spool), MLflow being away never fails the search: cohorts stay
+    spooled, the writer retries with backoff, and `drain` reports what is still spooled.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        spec: SearchSpec,
+        spool: Spool | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.spec = spec
         self.search_id = spec.search_id
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = ""
         self.parent_run_id = ""
+        self.spool = spool
+        self._notify = notify or (lambda line: None)
         self._logged: set[str] = set()
         self._queue: queue.Queue[CohortOutcome | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._window = RETRY_WINDOW_S
+        self.last_error: BaseException | None = None
+        """The latest MLflow failure the writer rode out (spooled mode)."""
         self.child_runs_logged = 0
+        self.reconciled: Reconciled | None = None
+        """What `start` found and fixed when resuming (None for a new search)."""
+        self.replayed = 0
+        """Spooled cohorts handed to the writer by `start`."""
         self.remote = urlsplit(tracking_uri).scheme in ("http", "https")
         self.writer_seconds = 0.0
         """Time the writer thread spent in MLflow calls (off the driver's critical path)."""
@@ -268,11 +367,16 @@ class Tracker:
         return find_search_run(self.client, str(exp.experiment_id), self.search_id)
 
     def start(self, spec_text: str | None = None, tags: dict[str, str] | None = None) -> str:
-        """Create (or reopen, when resuming) the parent run; start the writer thread."""
+        """Create (or reopen, when resuming) the parent run; start the writer thread.
+
+        Resuming also closes child runs a dead driver left open and queues every spooled
+        cohort whose trials are not in MLflow yet (`reconcile`, search.spool).
+        """
         self.experiment_id = ensure_experiment(
             self.client, self.spec.experiment_name, self.tracking_uri
         )
         found = find_search_run(self.client, self.experiment_id, self.search_id)
+        spooled = self.spool.entries() if self.spool is not None else []
         if found is None:
             self.parent_run_id = create_run_once(
                 self.client,
@@ -298,23 +402,52 @@ class Tracker:
             self.parent_run_id = found.run_id
             self.client.set_tag(self.parent_run_id, TAG_STATE, "running")
             self.client.update_run(self.parent_run_id, status="RUNNING")
-            self._logged = logged_trial_keys(self.client, self.experiment_id, self.search_id)
+        if found is not None or spooled:
+            keys = {
+                trial_key(self.search_id, m.params.activation, m.params.number)
+                for outcome in spooled
+                for m in outcome.members
+            }
+            self.reconciled = reconcile(self.client, self.experiment_id, self.search_id, keys)
+            self._logged = set(self.reconciled.logged)
         self._thread = threading.Thread(target=self._writer, name="actsweep-mlflow", daemon=True)
         self._thread.start()
+        for outcome in spooled:
+            self._queue.put(outcome)
+        self.replayed = len(spooled)
         return self.parent_run_id
 
     def record(self, outcome: CohortOutcome) -> None:
         """Queue a finished cohort for logging (never blocks the caller on MLflow)."""
         self._queue.put(outcome)
 
-    def drain(self) -> None:
-        """Wait until every queued trial is in MLflow; re-raise a writer failure."""
+    def drain(self, window: float | None = None) -> int:
+        """Wait until every queued trial is in MLflow; return how many are only spooled.
+
+        With a spool, MLflow failures are retried for `window` seconds (default
+        `retry_window()`) after the call, then given up: the trials stay in the spool and
+        their count is returned. Without one, a writer failure is re-raised.
+        """
+        self._window = retry_window() if window is None else window
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
         if self._error is not None:
             raise self._error
+        if self.spool is None:
+            return 0
+        # Counted by trial: a cohort cut off halfway has some of its trials in MLflow.
+        return sum(
+            trial_key(self.search_id, m.params.activation, m.params.number) not in self._logged
+            for outcome in self.spool.entries()
+            for m in outcome.members
+        )
+
+    def suspend(self) -> None:
+        """No driver is running the unfinished search any more: say so instead of RUNNING."""
+        self.client.set_tag(self.parent_run_id, TAG_STATE, "interrupted")
+        self.client.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
 
     def finish(self, files: Mapping[str, str | bytes], ok: bool = True) -> None:
         for name, text in files.items():
@@ -336,6 +469,69 @@ class Tracker:
             self.client.log_artifact(self.parent_run_id, str(path))
 
     def _writer(self) -> None:
+        if self.spool is None:
+            self._writer_unspooled()
+            return
+        # Cohorts are taken in order; one that MLflow refuses stays at the head (and in the
+        # spool) and is retried with backoff while new ones queue up behind it. Each try is
+        # bounded by the client's own retries (search.remote), so this never hangs.
+        backlog: deque[CohortOutcome] = deque()
+        stopping = False
+        deadline = 0.0
+        retry_at = 0.0
+        delay = 0.0
+        failing = False
+        while True:
+            if not backlog and stopping:
+                return
+            now = time.monotonic()
+            if not backlog:
+                wait: float | None = None
+            elif stopping:
+                wait = max(0.0, min(retry_at, deadline) - now)
+            else:
+                wait = max(0.0, retry_at - now)
+            try:
+                item = self._queue.get(timeout=wait) if wait != 0.0 else self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            else:
+                if item is None:
+                    stopping = True
+                    deadline = time.monotonic() + self._window
+                else:
+                    backlog.append(item)
+                continue  # take everything already queued before the next try
+            if time.monotonic() < retry_at:
+                if stopping and time.monotonic() >= deadline:
+                    return
+                continue
+            outcome = backlog[0]
+            t0 = time.perf_counter()
+            try:
+                self._log_cohort(outcome, retry=failing)
+            except Exception as err:
+                self.last_error = err
+                if not failing:
+                    self._notify(
+                        f"MLflow at {self.tracking_uri} failed ({brief_error(err)}); results stay "
+                        f"spooled in {self.spool.path} and are uploaded when it answers again"
+                    )
+                failing = True
+                delay = min(_BACKOFF_MAX_S, max(1.0, 2 * delay))
+                retry_at = time.monotonic() + delay
+                if stopping and time.monotonic() >= deadline:
+                    return
+            else:
+                backlog.popleft()
+                self.spool.done(outcome)
+                if failing:
+                    self._notify(f"MLflow at {self.tracking_uri} answers again; uploading")
+                failing = False
+                delay = retry_at = 0.0
+            self.writer_seconds += time.perf_counter() - t0
+
+    def _writer_unspooled(self) -> None:
         while True:
             outcome = self._queue.get()
             if outcome is None:
@@ -349,11 +545,17 @@ class Tracker:
                 self._error = err
             self.writer_seconds += time.perf_counter() - t0
 
-    def _log_cohort(self, outcome: CohortOutcome) -> None:
+    def _log_cohort(self, outcome: CohortOutcome, retry: bool = False) -> None:
         for member in outcome.members:
             key = trial_key(self.search_id, member.params.activation, member.params.number)
             if key in self._logged:
                 continue
+            if retry:
+                # An earlier try may have created the run and died before terminating it.
+                for run_id in runs_tagged(
+                    self.client, self.experiment_id, {TAG_ROLE: ROLE_TRIAL, TAG_TRIAL_KEY: key}
+                ):
+                    close_run(self.client, run_id)
             self._log_member(outcome, member)
             self._logged.add(key)
             self.child_runs_logged += 1
@@ -379,6 +581,20 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH])
         status = RunStatus.FAILED if member.result is None else RunStatus.FINISHED
         self.client.set_terminated(run_id, RunStatus.to_string(status), end_time=_ms(end))
+
+
+def brief_error(err: BaseException) -> str:
+    """A failure in a few words, for one line to the user (MLflow's own text of a refused
+    connection is several hundred characters of urllib3 internals)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    for cause, said in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Max retries exceeded", "no answer after retries"),
+    ):
+        if cause in text:
+            return said
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # --- reading (for leaderboards; plain MLflow queries) ------------------------------------

@@ -12,14 +12,18 @@ import resource
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from models.convergence import Convergence, score
-from models.datasets import Dataset
-from models.diagnostics import CohortDiagnostics, DiagnosticsConfig
-from models.train import CohortSpec, Member, RunResult, train_cohort
+    from models.convergence import Convergence
+    from models.datasets import Dataset
+    from models.diagnostics import DiagnosticsConfig
+    from models.train import RunResult
+
+# PyTorch and models.* are imported where they are used: Ray imports this module while it
+# starts a trial's actor, and the first trial then starts as soon as a textbook one would.
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,16 @@ def cohort_config(
 
 
 def result_to_dict(result: RunResult, convergence: Convergence) -> dict[str, Any]:
+    from models.convergence import score
+
     out = dataclasses.asdict(result)
     out["score"] = score(result.summary, convergence)
     return out
 
 
 def pick_device() -> torch.device:
+    import torch
+
     # Ray sets CUDA_VISIBLE_DEVICES to the GPUs assigned to this trial; with none assigned,
     # torch sees no device and we stay on the CPU (the default).
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -57,10 +65,21 @@ def pick_device() -> torch.device:
 
 def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]:
     """Train the cohort described by `config`; return the report (plain data)."""
+    import torch
+
+    from models.diagnostics import CohortDiagnostics
+    from models.train import CohortSpec, Member, train_cohort
+
     # Tiny MLPs are bound by per-op overhead: more threads than CPUs granted only contend.
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
     members = tuple(
-        Member(init=m["init"], lr=float(m["lr"]), seed=int(m["seed"])) for m in config["members"]
+        Member(
+            init=m["init"],
+            lr=float(m["lr"]),
+            seed=int(m["seed"]),
+            depth=int(m["depth"]) if m.get("depth") is not None else None,
+        )
+        for m in config["members"]
     )
     cohort = CohortSpec(
         activation=config["activation"],

@@ -96,6 +96,9 @@ class LoopbackCluster:
             # Job entrypoints run `python`: the nodes' Python is this test's environment.
             PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
             RAY_USAGE_STATS_ENABLED="0",
+            # A killed node is declared dead after 5 failed GCS health checks; one a second
+            # instead of every 3 s (Ray's default) lets a node-failure test see it sooner.
+            RAY_health_check_period_ms="1000",
         )
         return env
 
@@ -208,6 +211,71 @@ class LoopbackCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.proc.wait(timeout=5)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    @staticmethod
+    def _processes() -> dict[int, tuple[str, int, int, str]]:
+        """pid -> (state, ppid, pgid, command line) of every process we can read."""
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                raw = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
+            out[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]), cmdline)
+        return out
+
+    def node_pids(self, node: Node) -> list[int]:
+        """Live processes of one node: its `ray start` process group, every descendant of
+        it (Ray workers put themselves in process groups of their own, and retitle their
+        command line), and anything whose command line names the node's temp dir."""
+        procs = self._processes()
+        marker = str(self.root / node.name)
+        found = {
+            pid
+            for pid, (_, _, pgid, cmd) in procs.items()
+            if pgid == node.proc.pid or marker in cmd or pid == node.proc.pid
+        }
+        grew = True
+        while grew:
+            more = {pid for pid, (_, ppid, _, _) in procs.items() if ppid in found} - found
+            found |= more
+            grew = bool(more)
+        return sorted(pid for pid in found if procs[pid][0] != "Z")
+
+    def kill_node(self, name: str, timeout_s: float = 30.0) -> list[int]:
+        """Crash worker node `name`: SIGKILL its raylet, workers and agents at once.
+
+        Returns the pids killed, once none of them is left. The node stays in `nodes`
+        (stop() then finds nothing more to do for it).
+        """
+        node = self.node(name)
+        pids = self.node_pids(node)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            node.proc.wait(timeout=timeout_s)  # reap `ray start` itself
+
+        def alive() -> list[int]:
+            procs = self._processes()
+            return [p for p in pids if p in procs and procs[p][0] != "Z"]
+
+        deadline = time.monotonic() + timeout_s
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive():
+            raise RuntimeError(f"node {name}: processes survived SIGKILL: {alive()}")
+        return pids
 
     def leftover_pids(self) -> list[int]:
         """Processes still in our nodes' process groups (for the test's own cleanup check)."""

@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from search.cli import main
+from search.spec import parse_spec
 from tests.deploy.loopback import LoopbackCluster, loopback_usable
 from tests.search.conftest import write_spec
 
@@ -312,3 +313,77 @@ def test_gpu_spec_on_a_cpu_cluster_fails_fast_with_a_clear_message(
     assert "FAILED (exit code 2)" in out
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert mlflow.search_runs(experiment_names=["multinode-gpu"]).empty  # nothing was run
+
+
+# Keep this test last in the module: it crashes worker w1 of the shared cluster (starting a
+# dedicated cluster would cost a minute of start-up on a 2-CPU machine).
+def test_worker_node_killed_mid_search_its_trials_finish_on_the_survivor(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """Issue #7 item 3: a worker node crashes while it runs a trial; nothing is lost."""
+    from tests.faults.oracle import check_nothing_lost
+
+    victim, survivor = cluster.node("w1"), cluster.node("w2")
+    spec = write_spec(tmp_path / "nodekill.yaml", {**SPEC, "name": "multinode-nodekill"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal, oracle, markers = tmp_path / "optuna.journal", tmp_path / "oracle.jsonl", tmp_path
+    log = tmp_path / "driver.log"
+    cmd = [sys.executable, "-m", "tests.faults.oracle_run", str(spec), "--tracking-uri", uri]
+    cmd += ["--optuna-storage", str(journal), "--oracle", str(oracle)]
+    cmd += ["--address", cluster.gcs_address, "--node-ip", cluster.ip(0)]
+    cmd += ["--hold-on", victim.ip, "--marker-dir", str(markers)]
+    # A driver (unlike a Jobs API client) must be told the cluster's auth mode too.
+    env = client_env(cluster, tmp_path / "home", with_token=True) | {"RAY_AUTH_MODE": "token"}
+    with log.open("wb") as out:
+        driver = subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Crash w1 while its first cohort runs there (parked by HoldOnNode), once another
+        # cohort has finished on w2: the search is under way on both nodes.
+        held_file = markers / "held.json"
+        deadline = time.monotonic() + 600
+        while not (held_file.exists() and oracle.exists() and '"final"' in oracle.read_text()):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        held = json.loads(held_file.read_text())
+        killed_ms = int(time.time() * 1000)
+        killed = cluster.kill_node("w1")
+        assert held["pid"] in killed  # the worker running the held trial went with its node
+        rc = driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert rc == 0, log.read_text()[-3000:]
+    assert victim.ip not in {n["node_ip"] for n in cluster.alive_nodes()}  # Ray saw it die
+
+    counts = check_nothing_lost(
+        oracle,
+        tracking_uri=uri,
+        experiment="multinode-nodekill",
+        search_id=parse_spec({**SPEC, "name": "multinode-nodekill"}).search_id,
+        optuna_storage=str(journal),
+        activations=list(SPEC["space"]["activations"]),
+        trials_per_activation=SPEC["budget"]["trials_per_activation"],
+    )
+    assert counts["oracle_trials"] == counts["child_runs"] == counts["optuna_complete"] == 4
+    assert counts["unfinished_child_runs"] == 0
+    mlflow.set_tracking_uri(uri)
+    children = mlflow.search_runs(
+        experiment_names=["multinode-nodekill"], filter_string="tags.`actsweep.role` = 'trial'"
+    )
+    assert set(children["status"]) == {"FINISHED"}
+    # The held cohort was rescheduled on the survivor and trained after the crash; no trial
+    # finished on the victim (its only cohort was the held one).
+    keys = {f"{held['activation']}/{n}" for n in held["numbers"]}
+    moved = children[children["tags.actsweep.trial_key"].map(lambda k: k.split("/", 1)[1] in keys)]
+    assert len(moved) == len(keys)
+    assert set(moved["tags.actsweep.node_ip"]) == {survivor.ip}
+    assert all(t.timestamp() * 1000 >= killed_ms for t in moved["start_time"])
+    assert set(children["tags.actsweep.node_ip"]) == {survivor.ip}

@@ -95,6 +95,8 @@ class OracleTrial:
     """seed_index -> final line (identical across attempts: training is deterministic)."""
     losses: dict[int, list[tuple[int, float]]]
     """seed_index -> [(step, loss)] of one attempt."""
+    attempts: int = 1
+    """How many times a worker trained it (more than one: trained again)."""
 
 
 def read_oracle(path: str | Path) -> dict[tuple[str, int], OracleTrial]:
@@ -120,7 +122,8 @@ def read_oracle(path: str | Path) -> dict[tuple[str, int], OracleTrial]:
     out = {}
     for key, per_seed in finals.items():
         attempt_losses = next(v for (a, n, _), v in losses.items() if (a, n) == key)
-        out[key] = OracleTrial(key[0], key[1], per_seed, dict(attempt_losses))
+        attempts = sum(1 for (a, n, _) in losses if (a, n) == key)
+        out[key] = OracleTrial(key[0], key[1], per_seed, dict(attempt_losses), attempts)
     return out
 
 

@@ -58,3 +58,33 @@ def test_same_outcome_rule() -> None:
     )
     assert same_outcome(r, later, 25) and not same_outcome(r, much_later, 25)
     assert not same_outcome(r, censored, 25) and same_outcome(censored, censored, 25)
+
+
+def test_mixed_depth_cohort_agrees_with_each_member_alone() -> None:
+    """Identity-padded members train exactly as their own shallower network."""
+    rng = random.Random(1)
+    cohorts = []
+    for activation in ("relu", "gelu", "tanh", "prelu"):
+        members = tuple(
+            Member(
+                init=rng.choice(["kaiming_normal", "xavier_normal", "auto"]),
+                lr=math.exp(rng.uniform(math.log(1e-2), math.log(1.0))),
+                seed=rng.randrange(2**31),
+                depth=depth,
+            )
+            for depth in (1, 2, 3, 4, 2)
+        )
+        cohorts.append(
+            CohortSpec(activation, depth=4, width=32, optimizer="momentum", members=members)
+        )
+    report = compare_alone_vs_cohort(load_dataset("digits"), cohorts, CONV)
+    assert report.n == 20
+    assert {c.depth for c in report.comparisons} == {1, 2, 3, 4}
+    assert report.fraction >= 0.95, [(c.activation, c.member) for c in report.disagreements]
+    # Stronger than the outcome rule: the loss curves match to float tolerance.
+    for c in report.comparisons:
+        assert c.cohort.steps == c.alone.steps
+        for a, b in zip(c.cohort.train_loss, c.alone.train_loss, strict=True):
+            assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) or (
+                not math.isfinite(a) and not math.isfinite(b)
+            ), (c.activation, c.member, a, b)

@@ -136,3 +136,56 @@ def test_shape_validation_and_pickling() -> None:
         build_cohort(shape, ["auto"], [1, 2])
     with pytest.raises(ValueError, match="at least one"):
         CohortMLP(shape, 0)
+
+
+def test_mixed_depth_members_equal_their_own_network() -> None:
+    import torch
+
+    from models.mlp import MLPShape, build_cohort, build_mlp
+
+    shape = MLPShape(in_features=10, out_features=3, width=8, depth=4, activation="gelu")
+    depths = [1, 4, 2, 3]
+    inits = ["kaiming_normal", "xavier_normal", "auto", "orthogonal"]
+    seeds = [3, 5, 7, 11]
+    cohort = build_cohort(shape, inits, seeds, depths)
+    assert cohort.mixed
+    x = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
+    out = cohort(x.unsqueeze(0).expand(4, -1, -1))
+    for m, (init, seed, depth) in enumerate(zip(inits, seeds, depths, strict=True)):
+        own = build_mlp(MLPShape(10, 3, 8, depth, "gelu"), init, seed)
+        torch.testing.assert_close(out[m], own(x), rtol=1e-6, atol=1e-6)
+    # Identity layers get exactly zero gradient; real layers do not.
+    out.square().sum().backward()
+    for i in range(1, 4):
+        for m, depth in enumerate(depths):
+            grad = cohort.weights[i].grad[m]
+            assert bool((grad == 0).all()) == (i >= depth), (i, m)
+    assert cohort.layer_masks()[0] is None  # the first layer is real for every member
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_mixed_depth_identity_layers_never_change_under_any_optimizer(optimizer: str) -> None:
+    from models.mlp import MLPShape, build_cohort
+    from models.train import CohortSpec, Member, _CohortOptimizer
+
+    shape = MLPShape(in_features=10, out_features=3, width=8, depth=3, activation="relu")
+    depths = [1, 3, 2]
+    cohort = build_cohort(shape, ["auto"] * 3, [0, 1, 2], depths)
+    params = list(cohort.parameters())
+    lr = torch.full((3, 1, 1), 0.01)
+    opt = _CohortOptimizer(optimizer, params, lr, 0.9)
+    x = torch.randn(3, 16, 10, generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        grads = torch.autograd.grad(cohort(x).square().sum(), params)
+        opt.step(params, grads)
+    eye = torch.eye(8)
+    for i in range(1, 3):  # hidden-to-hidden layers 1 and 2
+        for m, depth in enumerate(depths):
+            w, b = cohort.weights[i][m], cohort.biases[i][m]
+            if i >= depth:
+                assert torch.equal(w, eye) and torch.equal(b, torch.zeros_like(b))
+            else:
+                assert not torch.equal(w, eye)
+    members = tuple(Member("auto", 0.1, 0, depth=d) for d in depths)
+    with pytest.raises(ValueError, match="exceed the cohort's depth"):
+        CohortSpec("relu", depth=2, width=16, optimizer="adam", members=members)
