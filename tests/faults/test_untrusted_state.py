@@ -91,7 +91,9 @@ def test_tampered_state_is_refused_then_resumed_once_private(
         p for p in experiment.rglob("*") if p.is_file()
     )
     argv = ["run", str(spec_file), "--tracking-uri", store["tracking_uri"], "--quiet"]
-    for victim, mode in ((state, 0o777), (journal, 0o666), (pickled, 0o664)):
+    spool = state / "spool"
+    assert spool.is_dir()  # the durable spool (search.spool): replayed on resume and by sync
+    for victim, mode in ((state, 0o777), (journal, 0o666), (pickled, 0o664), (spool, 0o770)):
         original = stat.S_IMODE(victim.stat().st_mode)
         os.chmod(victim, mode)
         before = _tree(tmp_path)

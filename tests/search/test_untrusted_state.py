@@ -107,7 +107,9 @@ def _cli_run(
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("where", ["state_dir", "journal", "tune_file", "tune_dir"])
+@pytest.mark.parametrize(
+    "where", ["state_dir", "journal", "tune_file", "tune_dir", "spool_dir", "spool_file"]
+)
 def test_actsweep_run_refuses_tampered_state_with_exit_2_and_writes_nothing(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -126,11 +128,16 @@ def test_actsweep_run_refuses_tampered_state_with_exit_2_and_writes_nothing(
     experiment = state / "tune" / search_id
     experiment.mkdir(parents=True)
     (experiment / "experiment_state.json").write_text("{}")
+    spooled = state / "spool" / search_id
+    spooled.mkdir(parents=True)
+    (spooled / "cohort-1.json").write_text("{}")
     bad = {
         "state_dir": state,
         "journal": journal,
         "tune_file": experiment / "experiment_state.json",
         "tune_dir": experiment,
+        "spool_dir": state / "spool",
+        "spool_file": spooled / "cohort-1.json",
     }[where]
     os.chmod(bad, 0o777 if bad.is_dir() else 0o666)
     before = _snapshot(tmp_path)
