@@ -182,8 +182,9 @@ def auth_config_text(cfg: ServerConfig) -> str:
 
 def write_auth_config(cfg: ServerConfig) -> Path:
     """Write the auth configuration (it holds the database password) owner-only."""
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(cfg.state_dir, 0o700)
+    from search.paths import private_dir
+
+    private_dir(cfg.state_dir)  # created 0o700; an existing one others can write is refused
     path = cfg.state_dir / "basic_auth.ini"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -53,6 +53,7 @@ __all__ = [
     "OPTIMIZERS",
     "CohortSpec",
     "EvalHook",
+    "LossFault",
     "Member",
     "RunResult",
     "train_cohort",
@@ -67,6 +68,15 @@ EvalHook = Callable[[int, CohortMLP, Sequence[int]], None]
 """Called at every evaluation point as hook(step, model, active), where ``active[j]`` is the
 original member index of model position j; it may read the model and take gradients with
 ``torch.autograd.grad`` but must not change parameters (models.diagnostics uses it)."""
+
+
+LossFault = Callable[[int, Sequence[int], Tensor], Tensor]
+"""Test seam: fault(step, active, losses) -> losses, called once per optimizer step (step is
+1-based) with the per-member minibatch losses (M,) before anything records them or takes
+their gradient; ``active[j]`` is the original member index of position j. Fault tests use it
+to make chosen members' losses NaN or infinite at chosen steps, through the autograd graph so
+the non-finite gradient reaches that member's parameters as a real overflow's would.
+Production code never passes it."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +239,7 @@ def train_cohort(
     stop_at: int | None = None,
     race: bool = False,
     on_eval: EvalHook | None = None,
+    loss_fault: LossFault | None = None,
 ) -> list[RunResult]:
     """Train every member of ``cohort`` on ``data``; results in member order.
 
@@ -242,6 +253,7 @@ def train_cohort(
 
     ``on_eval`` (optional) runs at every evaluation point, before members stop, so it sees
     every member's last point too; it is the only extension point and never runs per step.
+    ``loss_fault`` is a test seam (see `LossFault`); None in production.
     """
     start = time.perf_counter()
     if not cohort.members:
@@ -307,6 +319,8 @@ def train_cohort(
         idx = perm[:, position * batch : (position + 1) * batch]  # (M, B)
         out = model(x_train[idx])  # (M, B, out)
         losses, accuracy = _member_losses(out, y_train[idx], classification)
+        if loss_fault is not None:
+            losses = loss_fault(step + 1, active, losses)
         row = step % conv.eval_every
         loss_buf[row] = losses.detach()
         if accuracy is not None:

@@ -207,7 +207,9 @@ def lr_curves_png(cmap: dict[str, Any], max_steps: float) -> bytes:
             xs, ys = zip(*hit, strict=True)
             ax.plot(xs, ys, "o", color=colour, label=act, ms=4)
         if miss:
-            ax.plot(miss, [max_steps] * len(miss), "x", color=colour, ms=4)
+            # Labelled here when the activation never reached: it still gets a legend entry.
+            label = None if hit else act
+            ax.plot(miss, [max_steps] * len(miss), "x", color=colour, ms=4, label=label)
         bins = [(b["lr_low"], b["lr_high"], b["best_steps"]) for b in curve["bins"]]
         line = [(math.sqrt(lo * hi), s) for lo, hi, s in bins if s is not None]
         if line:
@@ -220,7 +222,7 @@ def lr_curves_png(cmap: dict[str, Any], max_steps: float) -> bytes:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("steps to target (x: missed)")
     ax.set_title("Learning-rate curves (dashed: largest stable lr)")
-    if curves:
+    if ax.get_legend_handles_labels()[0]:  # every trial may have missed: nothing labelled
         ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 

@@ -20,9 +20,11 @@ import io
 import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from search.stats import SeedRuns, bootstrap_ci, p_vs_next, rank_stability
@@ -53,6 +55,20 @@ STAT_COLUMNS = ("ci_low", "ci_high", "success_rate", "seeds", "rank_stability", 
 FORMATS = ("table", "json", "csv", "markdown")
 
 
+# MLflow stores +-inf metrics as +-1.797e308 (the largest double) and NaN as NaN; a store may
+# also hold numbers from older versions or other tools. None of these is a value to rank by
+# or to show: they become missing (NaN here, None on the board).
+_MLFLOW_INF = sys.float_info.max
+_MAX_STEPS = float(2**53)  # steps beyond this are not counts (and overflow Int64)
+
+
+def _numeric(values: pd.Series, low: float = -math.inf, high: float = math.inf) -> pd.Series:
+    """Floats, with non-finite, MLflow-infinite and out-of-range values as NaN (missing)."""
+    num = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = ~np.isfinite(num) | (num.abs() >= _MLFLOW_INF) | (num < low) | (num > high)
+    return num.mask(bad)
+
+
 def _col(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
     if name in df.columns:
         return df[name]
@@ -78,22 +94,21 @@ def trials_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "seed_runs",
             ]
         )
+    steps = _numeric(_col(runs, "metrics.steps_to_target"), 0.0, _MAX_STEPS)
     out = pd.DataFrame(
         {
             "run_id": runs["run_id"].astype(str),
             "status": runs["status"].astype(str),
             "activation": _col(runs, "params.activation").astype(str),
-            "depth": pd.to_numeric(_col(runs, "params.depth"), errors="coerce"),
+            "depth": _numeric(_col(runs, "params.depth"), 0.0, float(2**31)),
             "init": _col(runs, "params.init"),
-            "lr": pd.to_numeric(_col(runs, "params.lr"), errors="coerce"),
+            "lr": _numeric(_col(runs, "params.lr"), 0.0),
             "optimizer": _col(runs, "params.optimizer"),
-            "reached": pd.to_numeric(_col(runs, "metrics.reached"), errors="coerce").fillna(0) > 0,
-            "diverged": pd.to_numeric(_col(runs, "metrics.diverged"), errors="coerce").fillna(0)
-            > 0,
-            "steps_to_target": pd.to_numeric(
-                _col(runs, "metrics.steps_to_target"), errors="coerce"
-            ),
-            "final_loss": pd.to_numeric(_col(runs, "metrics.final_loss"), errors="coerce"),
+            # A run that claims the target without a usable step count cannot be ranked on it.
+            "reached": (_numeric(_col(runs, "metrics.reached")).fillna(0) > 0) & steps.notna(),
+            "diverged": _numeric(_col(runs, "metrics.diverged")).fillna(0) > 0,
+            "steps_to_target": steps,
+            "final_loss": _numeric(_col(runs, "metrics.final_loss")),
         }
     )
     out["seed_runs"] = _seed_runs(runs)
@@ -101,7 +116,8 @@ def trials_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _num(runs: pd.DataFrame, name: str) -> list[float]:
-    return [float(v) for v in pd.to_numeric(_col(runs, name), errors="coerce")]
+    high = _MAX_STEPS if name.endswith(("steps_to_target", "max_steps")) else math.inf
+    return [float(v) for v in _numeric(_col(runs, name), -math.inf, high)]
 
 
 def _seed_runs(runs: pd.DataFrame) -> list[SeedRuns | None]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
@@ -23,7 +24,7 @@ from models.convergence import Convergence
 from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, render, trials_table
-from search.paths import sqlite_path, state_dir
+from search.paths import check_private, check_private_tree, private_file, sqlite_path, state_dir
 from search.progress import Progress
 from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
@@ -108,6 +109,10 @@ def optuna_storage(location: str) -> optuna.storages.BaseStorage:
 
     if "://" in location:
         return RDBStorage(location)
+    path = Path(location).expanduser()
+    if not path.parent.is_dir():
+        raise SpecError("optuna storage", f"directory of the journal does not exist: {path.parent}")
+    private_file(path, "optuna storage")  # created 0o600; an existing one must be private
     # A journal file, not SQLite: Optuna's own advice for concurrent writers, and it
     # survives the driver (resume) and can be browsed with optuna-dashboard.
     return JournalStorage(JournalFileBackend(location))
@@ -115,6 +120,8 @@ def optuna_storage(location: str) -> optuna.storages.BaseStorage:
 
 def optuna_location(spec: SearchSpec, tracking_uri: str, cli: str | None = None) -> str:
     """--optuna-storage, else the spec's tracking.optuna_storage, else a journal beside the store."""
+    if cli is not None and not cli.strip():
+        raise SpecError("--optuna-storage", "is empty; give a journal file path or a database URL")
     return cli or spec.tracking.optuna_storage or str(state_dir(tracking_uri) / "optuna.journal")
 
 
@@ -283,6 +290,20 @@ def _finish(
     return board
 
 
+def check_state(spec: SearchSpec, tracking_uri: str, optuna_storage_location: str | None) -> None:
+    """Refuse state another user could have written (SpecError, exit 2), before anything is
+    written, the lock file included: resuming replays the journal and the spool and unpickles
+    Tune's experiment files (search.paths.check_private)."""
+    state = state_dir(tracking_uri)
+    check_private(state / "tune")
+    check_private_tree(state / "tune" / spec.search_id)
+    check_private(state / "spool")
+    check_private_tree(spool_dir(tracking_uri, spec.search_id))
+    location = optuna_location(spec, tracking_uri, optuna_storage_location)
+    if "://" not in location:
+        check_private(Path(location).expanduser(), "optuna storage")
+
+
 def run_search(
     spec: SearchSpec,
     *,
@@ -299,6 +320,7 @@ def run_search(
     search.trainable.tune_trainable); benchmarks and fault-injection tests use it.
     One driver per search and machine: a second one is refused (search.spool.search_lock).
     """
+    check_state(spec, tracking_uri, optuna_storage_location)
     with search_lock(tracking_uri, spec.search_id):
         return _run_search(
             spec,
@@ -324,6 +346,9 @@ def _run_search(
     if is_remote(tracking_uri):
         bound_client_retries()  # an unreachable server must fail, not hang (search.remote)
     marks: dict[str, float] = {"run_search": time.time()}
+    state = state_dir(tracking_uri)  # checked in run_search, before the lock
+    location = optuna_location(spec, tracking_uri, optuna_storage_location)
+    storage = optuna_storage(location)
     spool = Spool(spool_dir(tracking_uri, spec.search_id))
     # A SQLite file that does not exist yet holds no finished search: creating it (MLflow's
     # schema migrations, seconds) then overlaps with Ray's start below instead of preceding it.
@@ -342,15 +367,13 @@ def _run_search(
             print(render(board, "table"), file=out, end="")
         return SearchOutcome(spec.search_id, found.experiment_id, found.run_id, board, True)
 
-    state = state_dir(tracking_uri)
-    location = optuna_location(spec, tracking_uri, optuna_storage_location)
     entries = spool.entries()
 
     def prepare() -> tuple[Tracker, dict[str, optuna.Study], dict[str, int], Dataset]:
         made = tracker or Tracker(
             tracking_uri, spec, spool=spool, notify=_warn
         )  # creates the store
-        studies, remaining = open_studies(spec, optuna_storage(location), spooled_values(entries))
+        studies, remaining = open_studies(spec, storage, spooled_values(entries))
         marks["studies_ready"] = time.time()
         from models.datasets import load_dataset
 
@@ -358,6 +381,11 @@ def _run_search(
         marks["data_ready"] = time.time()
         return made, studies, remaining, data
 
+    # Everything the search creates from here (Tune's experiment files, Ray's session files,
+    # MLflow's local store and artifact directories) is private to the user, whatever their
+    # umask: with a group-writable umask (002) Tune's own files would otherwise be refused on
+    # the next resume.
+    umask = os.umask(0o077)
     # The store, the studies and the dataset get ready while Ray starts (mostly waiting on
     # its processes), in a helper thread; Ray stays in the main thread.
     with ThreadPoolExecutor(1, thread_name_prefix="actsweep-prepare") as pool:
@@ -367,6 +395,7 @@ def _run_search(
         try:
             tracker, studies, remaining, data = prepared.result()
         except BaseException:
+            os.umask(umask)
             if started_ray:
                 import ray
 
@@ -480,6 +509,7 @@ def _run_search(
         timings["end"] = time.time()
         return SearchOutcome(spec.search_id, tracker.experiment_id, parent, board, timings=timings)
     finally:
+        os.umask(umask)
         if started_ray:
             import ray
 
@@ -500,6 +530,7 @@ def sync_search(
     complete the search is finished too (convergence map, leaderboard, parent FINISHED);
     otherwise `actsweep run` continues it.
     """
+    check_state(spec, tracking_uri, optuna_storage_location)
     with search_lock(tracking_uri, spec.search_id):
         if is_remote(tracking_uri):
             bound_client_retries()

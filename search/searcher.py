@@ -12,6 +12,7 @@ censoring-aware aggregate of its seeds (`search.stats.trial_score`: a Kaplan-Mei
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from search.space import TrialParams, derive_seed, member_seed, suggest
 from search.spec import SearchSpec
 from search.stats import SeedRuns, TrialAggregate, aggregate_trial
 from search.trainable import cohort_config
+
+logger = logging.getLogger(__name__)
 
 # A score no real run produces (see models.convergence.score: at most ~103 * max_steps);
 # used only if a value is somehow not finite, so Optuna never receives NaN or inf.
@@ -55,6 +58,41 @@ class MemberOutcome:
     """The seed of each run index."""
     aggregate: TrialAggregate | None = None
     """The censoring-aware summary over seeds (None when the cohort failed)."""
+
+
+def unusable(result: Any, max_steps: int) -> str | None:
+    """Why one member's result dict cannot be told to Optuna, or None if it can.
+
+    Results cross a process boundary from workers: a broken or mismatched worker must fail its
+    trial (told FAIL, child run FAILED), not crash the driver mid-search and leave the study
+    with RUNNING trials (a NaN step made `km_median` divide by zero). Non-finite *losses* are
+    fine in a diverged run: that is what diverging means.
+    """
+    try:
+        s = result["summary"]
+        reached, diverged = s["reached"], s["diverged"]
+        if not isinstance(reached, bool) or not isinstance(diverged, bool):
+            return "reached and diverged must be booleans"
+        if reached and diverged:
+            return "both reached and diverged"
+        steps = float(s["steps_trained"])
+        if not (math.isfinite(steps) and 0 <= steps <= max_steps):
+            return f"steps_trained is {steps}"
+        if reached:
+            target = s["steps_to_target"]
+            t = math.nan if target is None else float(target)
+            if not (math.isfinite(t) and 0 < t <= steps):
+                return f"reached, but steps_to_target is {target}"
+        value = float(result["score"])
+        if not math.isfinite(value):
+            return f"score is {value}"
+        # Losses are not told to Optuna (absent is fine); present ones must fit the outcome.
+        losses = [float(s[k]) for k in ("initial_loss", "final_loss", "best_loss") if k in s]
+        if not diverged and not all(math.isfinite(v) for v in losses):
+            return "a non-finite loss in a run that did not diverge"
+    except (KeyError, TypeError, ValueError) as err:
+        return f"malformed result ({type(err).__name__}: {err})"
+    return None
 
 
 def seed_runs(results: list[dict[str, Any]], max_steps: int) -> SeedRuns:
@@ -282,6 +320,18 @@ class CohortSearcher(Searcher):
                 continue
             assert results is not None
             runs = results[k * n_seeds : (k + 1) * n_seeds]
+            max_steps = self._spec.convergence.max_steps
+            reasons = [why for r in runs if (why := unusable(r, max_steps)) is not None]
+            if reasons:
+                logger.warning(
+                    "%s trial %d: unusable result from the worker (%s); told FAIL",
+                    pending.activation,
+                    params.number,
+                    reasons[0],
+                )
+                # value None: told FAIL below, after the outcome is spooled.
+                outcomes.append(MemberOutcome(params, seeds[0], None, None, seeds=seeds))
+                continue
             aggregate = aggregate_trial(seed_runs(runs, self._spec.convergence.max_steps))
             if aggregate.reached and aggregate.steps_to_target is not None:
                 self.note_best(pending.activation, int(aggregate.steps_to_target))

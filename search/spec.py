@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,11 +26,15 @@ from pydantic import (
 )
 
 from models.names import ACTIVATION_NAMES, DATASET_NAMES, INITIALIZER_NAMES, OPTIMIZER_NAMES
-from search.errors import SpecError
+from search.errors import SpecError, brief
 
 SAMPLERS = ("tpe", "random", "gp")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_DEPTH = 64
+"""Nesting levels a spec may have (a real spec has 3)."""
+MAX_SPEC_VALUES = 100_000
+"""Values a spec may expand to, aliases counted at every use (a real spec has a few hundred)."""
 
 
 def _list_to_tuple(v: Any) -> Any:
@@ -174,6 +179,20 @@ class TrackingSpec(_Section):
     """Optuna storage: a database URL (postgresql://...) or a journal file path; defaults to
     a journal file in the state directory beside the MLflow store."""
 
+    @field_validator("uri")
+    @classmethod
+    def _uri_form(cls, v: str | None) -> str | None:
+        # The form only: a SQLite store may live on the machine that runs the search.
+        from search.paths import check_tracking_uri
+
+        if v is not None:
+            try:
+                check_tracking_uri(v, "tracking.uri", local=False)
+            except SpecError as err:
+                allowed = f"; allowed: {', '.join(err.allowed)}" if err.allowed else ""
+                raise ValueError(err.message + allowed) from None
+        return v
+
     @field_validator("optuna_storage")
     @classmethod
     def _storage_kind(cls, v: str | None) -> str | None:
@@ -182,7 +201,7 @@ class TrackingSpec(_Section):
             if scheme not in ("postgresql", "mysql"):
                 # SQLite is refused: Optuna's FAQ warns against it for parallel optimisation.
                 raise ValueError(
-                    f"unsupported Optuna storage scheme {scheme!r}; allowed: postgresql://, "
+                    f"unsupported Optuna storage scheme {brief(scheme)}; allowed: postgresql://, "
                     "mysql://, or a journal file path"
                 )
         return v
@@ -304,6 +323,81 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _compose_node(self: _Loader, parent: Any, index: Any) -> Any:
+    # Refuse deep documents at a fixed depth with a position, before Python's recursion limit
+    # (whose RecursionError is slow to unwind and says nothing about where).
+    depth = getattr(self, "_depth", 0) + 1
+    if depth > MAX_SPEC_DEPTH:
+        raise yaml.composer.ComposerError(
+            None, None, f"nested deeper than {MAX_SPEC_DEPTH} levels", self.peek_event().start_mark
+        )
+    self._depth = depth
+    try:
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self._depth = depth - 1
+
+
+_Loader.compose_node = _compose_node
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether [ ] and { } in the raw text nest deeper than `limit` (quoted ones count too).
+
+    PyYAML's scanner costs O(depth) per token over its 1024-character lookahead, so a line of
+    "[[[[..." takes most of a second before any depth check can run; this one is linear.
+    """
+    depth = 0
+    for ch in re.sub(r"[^\[\]{}]", "", text):
+        depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
+        if depth > limit:
+            return True
+    return False
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    try:
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+    except ValueError:
+        # Python refuses int() of more than 4300 digits (CVE-2020-10735); say where it is.
+        limit = sys.get_int_max_str_digits()
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer longer than {limit} digits", node.start_mark
+        ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values `data` holds with every alias expanded, counting up to `limit` + 1.
+
+    PyYAML shares one object per anchor, so loading an alias bomb is cheap; anything that
+    walks it (validation, messages, hashing) is not. Counted with memoisation by identity,
+    so the count itself stays linear in the document.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(value: Any) -> int:
+        if isinstance(value, dict):
+            items: list[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple | set):
+            items = list(value)
+        else:
+            return 1
+        key = id(value)
+        if key not in sizes:
+            total = 1
+            for item in items:
+                total += size(item)
+                if total > limit:
+                    break
+            sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(data)
+
+
 def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, ...] | None:
     """Allowed keys of the section that `loc` points into (for unknown-field errors)."""
     current: Any = model
@@ -318,6 +412,9 @@ def _fields_of(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, ...] 
     return tuple(fields) if fields else None
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     path = ""
     for part in loc:
@@ -325,6 +422,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             path += f"[{part}]"
         elif str(part).startswith(("function-", "constrained-", "lax-", "strict-")):
             continue  # pydantic's internal validator names, not fields
+        elif not isinstance(part, str) or not _PLAIN_KEY.match(part):
+            path += f"[{brief(part)}]"  # a key typed by the user: '\r', '', 'a.b', None, ...
         else:
             path += f".{part}" if path else str(part)
     return path or "spec"
@@ -341,7 +440,7 @@ def _from_validation_error(err: ValidationError) -> SpecError:
         return SpecError(field, "required field is missing")
     if kind == "literal_error":
         allowed = first.get("ctx", {}).get("expected", "")
-        return SpecError(field, f"got {first.get('input')!r}", [allowed])
+        return SpecError(field, f"got {brief(first.get('input'))}", [allowed])
     msg = str(first.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     return SpecError(field, msg)
@@ -351,7 +450,7 @@ def _check_names(spec: SearchSpec) -> None:
     """Registry names are checked here so errors list the registry's keys."""
     if spec.dataset.name not in DATASET_NAMES:
         raise SpecError(
-            "dataset.name", f"unknown dataset {spec.dataset.name!r}", sorted(DATASET_NAMES)
+            "dataset.name", f"unknown dataset {brief(spec.dataset.name)}", sorted(DATASET_NAMES)
         )
     groups = (
         ("space.activations", spec.space.activations, ACTIVATION_NAMES, "activation"),
@@ -361,7 +460,7 @@ def _check_names(spec: SearchSpec) -> None:
     for field, names, registry, kind in groups:
         for i, name in enumerate(names):
             if name not in registry:
-                raise SpecError(f"{field}[{i}]", f"unknown {kind} {name!r}", sorted(registry))
+                raise SpecError(f"{field}[{i}]", f"unknown {kind} {brief(name)}", sorted(registry))
         if len(set(names)) != len(names):
             raise SpecError(field, f"lists a {kind} twice")
 
@@ -391,19 +490,44 @@ def load_spec(path: str | Path) -> SearchSpec:
         raise SpecError("SPEC", f"is a directory, not a YAML file: {p}") from None
     except OSError as err:
         raise SpecError("SPEC", f"cannot read {p}: {err.strerror}") from None
+    except ValueError as err:  # a NUL byte or an unencodable character in the path
+        raise SpecError("SPEC", f"not a usable file path: {brief(str(path))} ({err})") from None
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError("SPEC", f"{p} is larger than {MAX_SPEC_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError("SPEC", f"{p} is not UTF-8 text") from None
+    if _too_deep(text, MAX_SPEC_DEPTH):
+        raise SpecError("SPEC", f"YAML nested deeper than {MAX_SPEC_DEPTH} levels")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.reader.ReaderError as err:
+        raise SpecError(
+            "SPEC",
+            f"malformed YAML: character {err.character!r} at position {err.position} "
+            "is not allowed in YAML",
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "cannot be parsed"
+        problem = str(getattr(err, "problem", None) or "cannot be parsed")
+        if len(problem) > 200:  # problems quote tags and tokens from the file
+            problem = problem[:200] + "..."
         raise SpecError("SPEC", f"malformed YAML{where}: {problem}") from None
     except RecursionError:
         raise SpecError("SPEC", "YAML nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as err:
+        # A constructor that rejects its scalar (`!!float x`, `!!timestamp 99`, ...).
+        raise SpecError(
+            "SPEC", f"malformed YAML: a value cannot be read ({brief(str(err))})"
+        ) from None
+    try:
+        too_big = _expanded_size(data, MAX_SPEC_VALUES) > MAX_SPEC_VALUES
+    except RecursionError:
+        raise SpecError("SPEC", "YAML nested too deeply") from None
+    if too_big:
+        raise SpecError(
+            "SPEC", f"YAML expands to more than {MAX_SPEC_VALUES} values (anchors and aliases)"
+        )
     return parse_spec(data)
