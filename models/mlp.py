@@ -124,8 +124,8 @@ class CohortMLP(nn.Module):
         # pass through by concatenation -- no wasted arithmetic. Parametric activations
         # (per-member parameters) and other orders use the select path.
         depths = self.depths.tolist()
-        sliceable = depths == sorted(depths, reverse=True) and not any(
-            True for _ in self.activations.parameters()
+        sliceable = depths == sorted(depths, reverse=True) and (
+            next(self.activations.parameters(), None) is None
         )
         self._real: list[int] | None = (
             [sum(d > i for d in depths) for i in range(self.shape.depth)] if sliceable else None

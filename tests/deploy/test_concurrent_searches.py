@@ -92,12 +92,9 @@ def test_two_searches_at_once_share_server_and_storage_and_stay_apart(
         spec = s["spec"]
         counts = check_nothing_lost(
             s["cwd"] / "oracle.jsonl",
+            spec,
             tracking_uri=mlflow_server.url,
-            experiment=name,
-            search_id=spec.search_id,
             optuna_storage=storage,
-            activations=acts,
-            trials_per_activation=budget,
         )
         assert counts["oracle_trials"] == counts["child_runs"] == len(acts) * budget
         assert counts["optuna_complete"] == len(acts) * budget

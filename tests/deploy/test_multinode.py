@@ -365,12 +365,9 @@ def test_worker_node_killed_mid_search_its_trials_finish_on_the_survivor(
 
     counts = check_nothing_lost(
         oracle,
+        parse_spec({**SPEC, "name": "multinode-nodekill"}),
         tracking_uri=uri,
-        experiment="multinode-nodekill",
-        search_id=parse_spec({**SPEC, "name": "multinode-nodekill"}).search_id,
         optuna_storage=str(journal),
-        activations=list(SPEC["space"]["activations"]),
-        trials_per_activation=SPEC["budget"]["trials_per_activation"],
     )
     assert counts["oracle_trials"] == counts["child_runs"] == counts["optuna_complete"] == 4
     assert counts["unfinished_child_runs"] == 0

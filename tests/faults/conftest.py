@@ -8,22 +8,13 @@ from typing import Any
 
 import pytest
 
-TINY: dict[str, Any] = {
+from tests.search.conftest import BASE
+
+# The search tests' minimal spec (tests/search/conftest.py), with one seed, no probe and no
+# diagnostics, and a budget of two cohorts per activation.
+TINY: dict[str, Any] = copy.deepcopy(BASE) | {
     "name": "faults",
-    "dataset": "digits",
-    "model": {"width": 16},
-    "space": {
-        "activations": ["relu", "tanh"],
-        "depth": {"low": 1, "high": 2},
-        "initializers": ["auto"],
-        "lr": {"low": 0.05, "high": 0.5},
-        "optimizers": ["momentum"],
-        "batch_size": 64,
-    },
-    "convergence": {"target_loss": 0.5, "max_steps": 200, "eval_every": 25},
     "budget": {"trials_per_activation": 4, "cohort_size": 2},
-    "sampler": {"name": "tpe", "n_startup_trials": 2},
-    "seed": 0,
     "seeds": 1,
     "lr_probe": {"enabled": False},
     "diagnostics": {"enabled": False},

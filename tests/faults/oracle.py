@@ -25,7 +25,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.spec import SearchSpec
 
 Fault = Callable[[dict[str, Any]], None]
 
@@ -137,15 +140,17 @@ def _close(a: float, b: float) -> bool:
 
 def check_nothing_lost(
     oracle_path: str | Path,
+    spec: SearchSpec,
     *,
     tracking_uri: str,
-    experiment: str,
-    search_id: str,
     optuna_storage: str,
-    activations: list[str],
-    trials_per_activation: int,
 ) -> dict[str, int]:
-    """Assert MLflow, Optuna and the leaderboard against the oracle; return counts."""
+    """Assert MLflow, Optuna and the leaderboard of `spec`'s search against the oracle;
+    return counts."""
+    experiment = spec.experiment_name
+    search_id = spec.search_id
+    activations = list(spec.space.activations)
+    trials_per_activation = spec.budget.trials_per_activation
     import optuna
     from mlflow.tracking import MlflowClient
 

@@ -76,12 +76,9 @@ def test_driver_sigkilled_then_rerun_resumes_and_loses_nothing(
 
     counts = check_nothing_lost(
         oracle,
+        spec,
         tracking_uri=uri,
-        experiment=spec.experiment_name,
-        search_id=spec.search_id,
         optuna_storage=str(journal),
-        activations=acts,
-        trials_per_activation=6,
     )
     assert counts["optuna_complete"] == total
     assert counts["unfinished_child_runs"] == 0

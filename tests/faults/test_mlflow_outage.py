@@ -93,12 +93,9 @@ def _first_measurement(proc: Any, oracle: Path, err: Path) -> Any:
 def _check(server: str, spec: Any, tmp: Path, oracle: Path) -> dict[str, int]:
     return check_nothing_lost(
         oracle,
+        spec,
         tracking_uri=server,
-        experiment=spec.experiment_name,
-        search_id=spec.search_id,
         optuna_storage=str(tmp / "home" / ".actsweep" / "optuna.journal"),
-        activations=list(spec.space.activations),
-        trials_per_activation=spec.budget.trials_per_activation,
     )
 
 

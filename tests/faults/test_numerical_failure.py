@@ -85,12 +85,9 @@ def test_overflowing_trials_are_diverged_and_nothing_is_lost(
     )
     counts = check_nothing_lost(
         store["oracle"],
+        spec,
         tracking_uri=store["tracking_uri"],
-        experiment=spec.experiment_name,
-        search_id=spec.search_id,
         optuna_storage=store["optuna_storage"],
-        activations=list(spec.space.activations),
-        trials_per_activation=spec.budget.trials_per_activation,
     )
     assert counts["oracle_trials"] == counts["child_runs"] == counts["optuna_complete"] == 4
     oracle = read_oracle(store["oracle"])

@@ -26,12 +26,9 @@ def test_undisturbed_search_matches_its_oracle(
     )
     counts = check_nothing_lost(
         store["oracle"],
+        spec,
         tracking_uri=store["tracking_uri"],
-        experiment=spec.experiment_name,
-        search_id=spec.search_id,
         optuna_storage=store["optuna_storage"],
-        activations=list(spec.space.activations),
-        trials_per_activation=spec.budget.trials_per_activation,
     )
     assert counts["oracle_trials"] == counts["child_runs"] == counts["optuna_complete"] == 8
 
@@ -56,12 +53,9 @@ def test_oracle_detects_a_lost_trial(tiny_spec: dict[str, Any], store: dict[str,
     with pytest.raises(AssertionError):
         check_nothing_lost(
             store["oracle"],
+            spec,
             tracking_uri=store["tracking_uri"],
-            experiment=spec.experiment_name,
-            search_id=spec.search_id,
             optuna_storage=store["optuna_storage"],
-            activations=list(spec.space.activations),
-            trials_per_activation=spec.budget.trials_per_activation,
         )
     assert len(read_oracle(store["oracle"])) == 8
     assert all(json.loads(line)["pid"] for line in Path(store["oracle"]).read_text().splitlines())

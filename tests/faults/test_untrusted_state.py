@@ -75,14 +75,9 @@ def test_tampered_state_is_refused_then_resumed_once_private(
     for p in [state, *state.rglob("*")]:
         assert stat.S_IMODE(p.lstat().st_mode) & 0o077 == 0 or p.is_symlink(), p
     expected: dict[str, Any] = dict(
-        tracking_uri=store["tracking_uri"],
-        experiment=spec.experiment_name,
-        search_id=spec.search_id,
-        optuna_storage=store["optuna_storage"],
-        activations=["relu"],
-        trials_per_activation=2,
+        tracking_uri=store["tracking_uri"], optuna_storage=store["optuna_storage"]
     )
-    counts = check_nothing_lost(store["oracle"], **expected)
+    counts = check_nothing_lost(store["oracle"], spec, **expected)
     assert counts["child_runs"] == counts["optuna_complete"] == 2
     states = _optuna_states(spec, store["optuna_storage"])
     assert states == ["COMPLETE", "COMPLETE"]
@@ -106,6 +101,6 @@ def test_tampered_state_is_refused_then_resumed_once_private(
     # Private again: the same command resumes (here: finds the search finished); nothing lost.
     assert main(argv) == 0
     assert "Traceback" not in capsys.readouterr().err
-    counts = check_nothing_lost(store["oracle"], **expected)
+    counts = check_nothing_lost(store["oracle"], spec, **expected)
     assert counts["child_runs"] == counts["optuna_complete"] == 2
     assert _optuna_states(spec, store["optuna_storage"]) == states

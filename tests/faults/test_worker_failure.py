@@ -77,12 +77,9 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     counts = check_nothing_lost(
         store["oracle"],
+        spec,
         tracking_uri=store["tracking_uri"],
-        experiment=spec.experiment_name,
-        search_id=spec.search_id,
         optuna_storage=store["optuna_storage"],
-        activations=list(spec.space.activations),
-        trials_per_activation=spec.budget.trials_per_activation,
     )
     return {"spec": spec, "store": store, "faults": faults, "runs": runs, "counts": counts}
 
