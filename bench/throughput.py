@@ -12,7 +12,12 @@ both, taken from the same Ray Tune callback events):
 - wall: the whole process;
 - worker CPU in training: CPU seconds inside the training loop / all CPU seconds of the
   worker processes that ran trials (imports, Ray plumbing and reporting included);
-- peak memory per worker: the largest max-RSS among those worker processes.
+- peak memory per worker: the largest max-RSS among those worker processes;
+- training bound: the trials/min a stack would reach with no orchestration at all (its
+  training CPU seconds spread over its workers): the ceiling its training arithmetic sets;
+- driver CPU in search (actsweep): CPU seconds of the driver process (Tune's loop, Optuna, the
+  MLflow writer) between the first trial start and the last finish, which the workers on the
+  same machine did not get.
 Timing belongs here, never in tests: these machines are shared, so read the ratios.
 """
 
@@ -121,7 +126,16 @@ def actsweep(spec: Path, work: Path) -> dict[str, Any]:
         act = r["params.activation"]
         best[act] = min(best.get(act, 10**9), int(r["metrics.steps_to_target"]))
     first = t["marks"]["first_trial_start"]
-    return _figures("actsweep", t0, t1, first, t["last_finished"], len(runs), workers, best)
+    row = _figures("actsweep", t0, t1, first, t["last_finished"], len(runs), workers, best)
+    cpu = t.get("driver_cpu", {})
+    if "first_trial_start" in cpu and "last_finished" in cpu:
+        # The driver shares the machine with the workers: its CPU in the search phase is
+        # CPU the workers did not get (Tune's loop, Optuna, the MLflow writer).
+        row["driver_cpu_in_search_s"] = cpu["last_finished"] - cpu["first_trial_start"]
+    row["cpu_before_first_cohort_s"] = sum(
+        v.get("cpu_before_first_cohort", 0.0) for v in t["workers"].values()
+    )
+    return row
 
 
 def _figures(
@@ -149,6 +163,12 @@ def _figures(
         "train_cpu_s": train,
         "worker_cpu_s": total,
         "train_cpu_share": train / total if total else 0.0,
+        # The ceiling with zero orchestration: every worker training from the first trial
+        # start to the last finish (training CPU spread over the workers, no start-up, no
+        # driver, no idle tail). Above it, only cheaper training raises trials/min.
+        "training_bound_trials_per_min": (
+            60.0 * trials * len(workers) / train if train > 0 else float("inf")
+        ),
         "best_steps": dict(sorted(best.items())),
     }
 
@@ -165,11 +185,15 @@ def report(rows: list[dict[str, Any]]) -> str:
         "train_cpu_s",
         "worker_cpu_s",
         "train_cpu_share",
+        "training_bound_trials_per_min",
+        "cpu_before_first_cohort_s",
+        "driver_cpu_in_search_s",
     ]
     lines = [f"{'':22s}" + "".join(f"{r['stack']:>14s}" for r in rows)]
     for k in keys:
         cells = "".join(
-            f"{r[k]:>14.3f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in rows
+            f"{r[k]:>14.3f}" if isinstance(r.get(k), float) else f"{r.get(k, '-')!s:>14}"
+            for r in rows
         )
         lines.append(f"{k:22s}{cells}")
     acts = sorted({a for r in rows for a in r["best_steps"]})

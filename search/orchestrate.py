@@ -25,10 +25,11 @@ from search.capacity import Capacity, cluster_shapes, plan_capacity
 from search.errors import SpecError
 from search.leaderboard import compute_leaderboard, render, trials_table
 from search.paths import check_private, check_private_tree, private_file, sqlite_path, state_dir
+from search.pool import make_sampler, pooled_study
 from search.progress import Progress
 from search.remote import bound_client_retries, is_remote
 from search.searcher import CohortOutcome, CohortSearcher
-from search.space import derive_seed, study_name
+from search.space import study_name
 from search.spec import SearchSpec
 from search.spool import Spool, search_lock, spool_dir, spooled_values
 from search.summary import publish
@@ -90,16 +91,6 @@ def diagnostics_of(spec: SearchSpec) -> DiagnosticsConfig | None:
         sharpness=d.sharpness,
         sharpness_iters=d.sharpness_iters,
     )
-
-
-def make_sampler(spec: SearchSpec, activation: str) -> optuna.samplers.BaseSampler:
-    seed = derive_seed(spec.seed, "sampler", activation)
-    name = spec.sampler.name
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
 
 
 def optuna_storage(location: str) -> optuna.storages.BaseStorage:
@@ -220,11 +211,14 @@ def _quiet_tune() -> None:
 class _TrialStartMark(tune.Callback):
     """Records when the first trial's actor is up (Tune's on_trial_start), for benchmarks."""
 
-    def __init__(self, marks: dict[str, float]) -> None:
+    def __init__(self, marks: dict[str, float], driver_cpu: dict[str, float]) -> None:
         self.marks = marks
+        self.driver_cpu = driver_cpu
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.marks.setdefault("first_trial_start", time.time())
+        if "first_trial_start" not in self.marks:
+            self.marks["first_trial_start"] = time.time()
+            self.driver_cpu["first_trial_start"] = time.process_time()
 
 
 def leaderboard_of(spec: SearchSpec, experiment_id: str, tracking_uri: str) -> pd.DataFrame:
@@ -417,12 +411,14 @@ def _run_search(
                 flush=True,
             )
 
-        timings: dict[str, Any] = {"workers": {}, "marks": marks}
+        # driver_cpu: the driver process's CPU seconds (all its threads) at those marks.
+        timings: dict[str, Any] = {"workers": {}, "marks": marks, "driver_cpu": {}}
 
         def on_cohort_done(outcome: CohortOutcome) -> None:
             tracker.record(outcome)
             progress.update(outcome)
             timings["last_finished"] = time.time()
+            timings["driver_cpu"]["last_finished"] = time.process_time()
             timings.setdefault("completions", []).append((progress.done, time.time()))
             rep = outcome.report
             if "worker_pid" in rep:
@@ -448,6 +444,7 @@ def _run_search(
             on_suggest=on_first_submit,
             on_cohort_measured=spool.write,
             best=_seed_best(tracker, entries),
+            pool=pooled_study(spec, studies) if spec.sampler.pooled else None,
         )
         context = WorkerContext(
             data=data,
@@ -481,7 +478,7 @@ def _run_search(
                     trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
-                    callbacks=[_TrialStartMark(marks)],
+                    callbacks=[_TrialStartMark(marks, timings["driver_cpu"])],
                     name=spec.search_id,
                     storage_path=str(state / "tune"),
                     verbose=0,

@@ -23,6 +23,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from search.design import latin_hypercube
+from search.pool import POOL_PARAM, completed
 from search.space import TrialParams, derive_seed, member_seed, suggest
 from search.spec import SearchSpec
 from search.stats import SeedRuns, TrialAggregate, aggregate_trial
@@ -123,6 +124,8 @@ class CohortOutcome:
 class _Pending:
     activation: str
     trials: list[tuple[TrialParams, optuna.trial.Trial]]
+    pooled: list[optuna.trial.Trial] = field(default_factory=list)
+    """Each trial's twin in the pool (search.pool), in the same order; empty without one."""
 
 
 class CohortSearcher(Searcher):
@@ -138,6 +141,7 @@ class CohortSearcher(Searcher):
         on_suggest: Callable[[], None] | None = None,
         on_cohort_measured: Callable[[CohortOutcome], object] | None = None,
         best: dict[str, int] | None = None,
+        pool: optuna.Study | None = None,
     ) -> None:
         super().__init__(metric="cohort_best_score", mode="min")
         self._spec = spec
@@ -159,6 +163,8 @@ class CohortSearcher(Searcher):
         self._best: dict[str, int] = dict(best or {})
         """Fewest steps to target per activation so far (the early-stopping bar); a resumed
         search starts from what its earlier trials reached."""
+        self._pool = pool
+        """The pooled sampler's study (search.pool), or None: each study samples alone."""
 
     @property
     def remaining(self) -> dict[str, int]:
@@ -167,7 +173,14 @@ class CohortSearcher(Searcher):
     # Tune pickles its searcher into its experiment state. Ours is rebuilt from the Optuna
     # journal and MLflow on resume (`actsweep run` again), so live handles (storage locks,
     # the tracker callback) are left out rather than pickled.
-    _LIVE = ("_studies", "_on_cohort_done", "_on_suggest", "_on_cohort_measured", "_pending")
+    _LIVE = (
+        "_studies",
+        "_on_cohort_done",
+        "_on_suggest",
+        "_on_cohort_measured",
+        "_pending",
+        "_pool",
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
@@ -179,6 +192,7 @@ class CohortSearcher(Searcher):
         self._on_cohort_done = lambda outcome: None
         self._on_suggest = None
         self._on_cohort_measured = None
+        self._pool = None
 
     def save(self, checkpoint_path: str) -> None:
         # Informational only: the remaining budget per activation at checkpoint time.
@@ -219,25 +233,28 @@ class CohortSearcher(Searcher):
         study = self._studies[activation]
         size = min(self._spec.budget.cohort_size, self._remaining[activation])
         design = self._design_points(activation, size)
-        if design:
-            study.enqueue_trial(design[0])
-        first = study.ask()
-        lead = suggest(first, activation, self._spec.space)
-        asked = [(lead, first)]
+        asked: list[tuple[TrialParams, optuna.trial.Trial]] = []
+        pooled: list[optuna.trial.Trial] = []
         mixed = self._spec.mixed_depths
-        for k in range(1, size):
+        for k in range(size):
             # Fix what members must share (the optimizer; the depth unless cohorts mix depths,
             # models.mlp); the design or the sampler gives the rest for each member.
             fixed: dict[str, Any] = dict(design[k]) if k < len(design) else {}
-            fixed["optimizer"] = lead.optimizer
-            if not mixed:
-                fixed["depth"] = lead.depth
-            if len(fixed) > 1 or len(self._spec.space.optimizers) > 1:
+            if asked:
+                lead = asked[0][0]
+                fixed["optimizer"] = lead.optimizer
+                if not mixed:
+                    fixed["depth"] = lead.depth
+            if self._pool is not None:
+                twin, fixed = self._ask_pool(activation, fixed)
+                pooled.append(twin)
+            if fixed and (len(fixed) > 1 or len(self._spec.space.optimizers) > 1 or not asked):
                 study.enqueue_trial(fixed)
             trial = study.ask()
             asked.append((suggest(trial, activation, self._spec.space), trial))
+        lead = asked[0][0]
         self._remaining[activation] -= size
-        self._pending[trial_id] = _Pending(activation, asked)
+        self._pending[trial_id] = _Pending(activation, asked, pooled)
         if self._on_suggest is not None:
             self._on_suggest()
         # Trial-major order: trial k's seeds are members k * seeds .. (k + 1) * seeds - 1.
@@ -265,11 +282,25 @@ class CohortSearcher(Searcher):
             config["race"] = self._spec.seeds == 1
         return config
 
+    def _ask_pool(
+        self, activation: str, fixed: dict[str, Any]
+    ) -> tuple[optuna.trial.Trial, dict[str, Any]]:
+        """Draw one configuration from the pool (search.pool) with ``fixed`` held; return the
+        pool trial and the full configuration its twin in the activation's study gets."""
+        assert self._pool is not None
+        self._pool.enqueue_trial({POOL_PARAM: activation, **fixed})
+        twin = self._pool.ask()
+        twin.suggest_categorical(POOL_PARAM, list(self._spec.space.activations))
+        p = suggest(twin, activation, self._spec.space)
+        return twin, {"depth": p.depth, "init": p.init, "lr": p.lr, "optimizer": p.optimizer}
+
     def _design_points(self, activation: str, size: int) -> list[dict[str, Any]]:
         """The start-up design's next points for this activation (search.design), if any."""
         sampler = self._spec.sampler
         if sampler.startup != "lhs":
             return []
+        if self._pool is not None and completed(self._pool) >= sampler.n_startup_trials:
+            return []  # the pooled sampler has seen enough of the space, whoever ran it
         n = min(sampler.n_startup_trials, self._spec.budget.trials_per_activation)
         if activation not in self._design_pos:
             # Resuming: trials already in the study used the design's first points.
@@ -366,4 +397,10 @@ class CohortSearcher(Searcher):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, member.value)
+        if self._pool is not None:
+            for twin, member in zip(pending.pooled, outcomes, strict=True):
+                if member.value is None:
+                    self._pool.tell(twin, state=optuna.trial.TrialState.FAIL)
+                else:
+                    self._pool.tell(twin, member.value)
         self._on_cohort_done(outcome)

@@ -163,6 +163,13 @@ class SamplerSpec(_Section):
     """How the start-up trials are drawn: ``lhs``, a Latin hypercube over depth, initializer,
     log-lr and optimizer (search.design: every stratum covered, no gaps); ``random``, the
     sampler's own independent draws."""
+    pooled: bool = False
+    """Pool what the sampler learns across activations (search.pool): one model-based sampler
+    sees every activation's completed trials, as one joint study over the activation would,
+    so an activation's later cohorts start where the others converged fast. Each activation
+    keeps its own study, budget and early-stopping bar. The start-up design then stops once
+    the pool holds ``n_startup_trials`` completed trials, whichever activations ran them.
+    Off: each activation's sampler sees only its own trials (independent strata)."""
 
 
 class ResourcesSpec(_Section):
@@ -274,6 +281,9 @@ class SearchSpec(_Section):
     def spec_hash(self) -> str:
         """Content hash of everything that defines the search (not where it is tracked)."""
         body = self.model_dump(mode="json", exclude={"tracking"})
+        if not self.sampler.pooled:
+            # Added after searches existed: at its default it leaves their identity alone.
+            del body["sampler"]["pooled"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     @property
