@@ -36,13 +36,9 @@ def make_sampler(spec: SearchSpec, stratum: str) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
-    # The pool sees cohorts in flight for other activations: the constant liar keeps a
-    # cohort's members (asked together, before any result) from piling onto one point.
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=spec.sampler.n_startup_trials,
-        constant_liar=stratum == "pool",
-    )
+    # Optuna's TPE defaults (5.x: multivariate, constant liar): the liar keeps a cohort's
+    # members, asked together before any result, from piling onto one point.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
 
 
 def pooled_study(spec: SearchSpec, studies: dict[str, optuna.Study]) -> optuna.Study:
