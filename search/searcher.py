@@ -7,6 +7,9 @@ trained as one batched model. Each Optuna
 trial is `seeds` members of the cohort, member i seeded with `member_seed(spec, i)` (paired
 across activations and configurations). Optuna is told one finite value per trial: the
 censoring-aware aggregate of its seeds (`search.stats.trial_score`: a Kaplan-Meier median).
+With ``sampler.pooled`` the configurations come from one pooled sampler over every
+activation's trials (search.pool) and are asked in the activation's study with all their
+params fixed, so each study still holds exactly its own trials.
 """
 
 from __future__ import annotations
