@@ -185,3 +185,52 @@ def test_stop_at_censors_runs_that_cannot_win() -> None:
     assert _outcome(capped[0]) == _outcome(free[0])
     assert not capped[1].summary.reached and capped[1].summary.steps_trained == fast_steps
     assert capped[1].step_limit == fast_steps  # rounded down to an evaluation point
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu", "gelu", "tanh"])
+def test_a_member_trains_exactly_like_plain_pytorch(activation: str) -> None:
+    """The fast path (batched weights, mixed depths, the hand-written momentum step, the
+    class-major cross-entropy) against the reference: each member as a plain nn.Sequential
+    trained by torch.optim.SGD and F.cross_entropy on the same minibatches."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.mlp import MLPShape, build_mlp
+    from models.train import DATA_SEED_OFFSET
+
+    data = load_dataset("digits")
+    conv = Convergence(target_loss=1e-6, max_steps=40, eval_every=5)  # never reached
+    members = [
+        Member("kaiming_normal", 0.05, 3, depth=3),
+        Member("xavier_normal", 0.2, 4, depth=1),
+        Member("auto", 0.01, 5, depth=2),
+    ]
+    cohort = CohortSpec(
+        activation, depth=3, width=16, optimizer="momentum", batch_size=32, members=members
+    )
+    results = train_cohort(data, cohort, conv)
+    n = data.x_train.shape[0]
+    for member, result in zip(members, results, strict=True):
+        assert member.depth is not None
+        shape = MLPShape(data.in_features, data.out_features, 16, member.depth, activation)
+        model = build_mlp(shape, member.init, member.seed)
+        opt = torch.optim.SGD(model.parameters(), lr=member.lr, momentum=0.9)
+        gen = torch.Generator().manual_seed(member.seed + DATA_SEED_OFFSET)
+        losses, accuracies = [], []
+        for step in range(conv.max_steps):
+            position = step % (n // 32)
+            if position == 0:
+                perm = torch.randperm(n, generator=gen)
+            idx = perm[position * 32 : (position + 1) * 32]
+            out = model(data.x_train[idx])
+            loss = F.cross_entropy(out, data.y_train[idx])
+            losses.append(loss.item())
+            accuracies.append((out.argmax(dim=-1) == data.y_train[idx]).float().mean().item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        windows = range(0, conv.max_steps, conv.eval_every)
+        expected_loss = [sum(losses[i : i + conv.eval_every]) / conv.eval_every for i in windows]
+        expected_acc = [sum(accuracies[i : i + conv.eval_every]) / conv.eval_every for i in windows]
+        assert result.train_loss == pytest.approx(expected_loss, rel=1e-4, abs=1e-6)
+        assert result.train_accuracy == pytest.approx(expected_acc, abs=1e-6)
