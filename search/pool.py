@@ -20,7 +20,7 @@ from optuna.trial import TrialState, create_trial
 
 from search.spec import SearchSpec
 
-__all__ = ["POOL_PARAM", "make_sampler", "pooled_study"]
+__all__ = ["POOL_PARAM", "completed", "make_sampler", "pooled_study"]
 
 POOL_PARAM = "activation"
 """The pool's extra parameter: always fixed to the activation being asked for."""
@@ -59,4 +59,5 @@ def pooled_study(spec: SearchSpec, studies: dict[str, optuna.Study]) -> optuna.S
 
 
 def completed(pool: optuna.Study) -> int:
+    """How many trials of the pool have a result."""
     return len(pool.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
