@@ -131,6 +131,13 @@ class CohortMLP(nn.Module):
             [sum(d > i for d in depths) for i in range(self.shape.depth)] if sliceable else None
         )
 
+    @property
+    def computed_members(self) -> list[int] | None:
+        """Per hidden layer i: how many leading members compute it (the rest pass their input
+        through); None when the layer selects per member instead (parametric activations,
+        members not ordered deepest first)."""
+        return None if self._real is None else list(self._real)
+
     def _apply(self, fn: Any, recurse: bool = True) -> CohortMLP:
         # .to(device) moves the buffers; the cached masks follow them.
         out = super()._apply(fn, recurse)

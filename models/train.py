@@ -36,11 +36,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models import backprop
 from models.activations import get_activation
 from models.convergence import Convergence, ConvergenceSummary, Status, check, summarize
 from models.datasets import Dataset
@@ -74,8 +76,9 @@ LossFault = Callable[[int, Sequence[int], Tensor], Tensor]
 """Test seam: fault(step, active, losses) -> losses, called once per optimizer step (step is
 1-based) with the per-member minibatch losses (M,) before anything records them or takes
 their gradient; ``active[j]`` is the original member index of position j. Fault tests use it
-to make chosen members' losses NaN or infinite at chosen steps, through the autograd graph so
-the non-finite gradient reaches that member's parameters as a real overflow's would.
+to make chosen members' losses NaN or infinite at chosen steps: the loss is recorded as it is
+returned, and a non-finite one zeroes that member's gradient, on the autograd path and on the
+hand-written one (models.backprop) alike.
 Production code never passes it."""
 
 
@@ -288,6 +291,9 @@ def train_cohort(
         [depths[i] for i in order],
     ).to(device)
     params = list(model.parameters())
+    # Without autograd where the derivatives are known (models.backprop); regression
+    # cohorts keep the autograd path.
+    by_hand = classification and backprop.supports(model)
     lr = torch.tensor([members[i].lr for i in order], dtype=torch.float32, device=device)
     lr = lr.view(-1, 1, 1)
     optimizer = _CohortOptimizer(cohort.optimizer, params, lr, cohort.momentum)
@@ -321,16 +327,21 @@ def train_cohort(
         idx = perm[:, position * batch : (position + 1) * batch].reshape(-1)  # (M * B,)
         x = x_train.index_select(0, idx).view(len(active), batch, -1)  # (M, B, in)
         y = y_train.index_select(0, idx).view(len(active), batch, *y_train.shape[1:])
-        out = model(x)  # (M, B, out)
-        losses, accuracy = _member_losses(out, y, classification)
-        if loss_fault is not None:
-            losses = loss_fault(step + 1, active, losses)
+        accuracy: Tensor | None
+        if by_hand:
+            seam = None if loss_fault is None else partial(loss_fault, step + 1, list(active))
+            losses, accuracy, grads = backprop.cross_entropy_step(model, x, y, seam)
+        else:
+            out = model(x)  # (M, B, out)
+            losses, accuracy = _member_losses(out, y, classification)
+            if loss_fault is not None:
+                losses = loss_fault(step + 1, active, losses)
+            safe = torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses))
+            grads = list(torch.autograd.grad(safe.sum(), params))
         row = step % conv.eval_every
         loss_buf[row] = losses.detach()
         if accuracy is not None:
             acc_buf[row] = accuracy
-        safe = torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses))
-        grads = torch.autograd.grad(safe.sum(), params)
         optimizer.step(params, grads)
         step += 1
         if step % conv.eval_every:
@@ -412,6 +423,7 @@ def train_cohort(
         keep_t = torch.tensor(keep, dtype=torch.long, device=device)
         model.select(keep_t)
         params = list(model.parameters())
+        by_hand = by_hand and backprop.supports(model)
         optimizer.select(keep_t)
         perm = perm.index_select(0, keep_t)
         data_streams = [data_streams[j] for j in keep]

@@ -1,0 +1,122 @@
+"""A cohort's training step without autograd: forward, cross-entropy and backward by hand.
+
+For the common activations the gradient of a cohort step is a handful of batched matrix
+products and one elementwise derivative per layer, all known in closed form. Writing them
+out skips autograd's graph and bookkeeping, which on tiny MLPs is a large share of a step
+(measured: about a fifth of the CPU per step of a cohort of 8 at width 64; see
+bench/step_cost.py). The arithmetic is the autograd path's: the same kernels forward (the
+model's own activation modules) and PyTorch's own derivative kernels backward
+(``threshold_backward``, ``elu_backward``, ...), so results agree with it to float rounding
+(tests/models/test_backprop.py), and a member's gradient still depends only on its own
+parameters and minibatch.
+
+Used by `models.train.train_cohort` for classification cohorts whose activation has an entry
+in `DERIVATIVES` and whose layers are computed by slices (`CohortMLP.computed_members`);
+everything else (regression, parametric activations, members not ordered deepest first)
+takes the autograd path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from models.mlp import CohortMLP
+
+__all__ = ["DERIVATIVES", "cross_entropy_step", "supports"]
+
+Derivative = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""(grad wrt the activation's output, its input z, its output a) -> grad wrt z."""
+
+_aten = torch.ops.aten
+
+DERIVATIVES: dict[str, Derivative] = {
+    "relu": lambda g, z, a: _aten.threshold_backward(g, a, 0),
+    "leaky_relu": lambda g, z, a: _aten.leaky_relu_backward(g, z, 0.01, False),
+    "elu": lambda g, z, a: _aten.elu_backward(g, 1.0, 1, 1, True, a),
+    "gelu": lambda g, z, a: _aten.gelu_backward(g, z),
+    "silu": lambda g, z, a: _aten.silu_backward(g, z),
+    "tanh": lambda g, z, a: _aten.tanh_backward(g, a),
+    "sigmoid": lambda g, z, a: _aten.sigmoid_backward(g, a),
+    "identity": lambda g, z, a: g,
+}
+"""Activations whose derivative the hand-written step knows; each must match the registry's
+module exactly (``models.activations``: LeakyReLU slope 0.01, ELU alpha 1, exact GELU)."""
+
+
+def supports(model: CohortMLP) -> bool:
+    """Whether `cross_entropy_step` can train this model."""
+    return model.shape.activation in DERIVATIVES and model.computed_members is not None
+
+
+def cross_entropy_step(
+    model: CohortMLP,
+    x: Tensor,
+    y: Tensor,
+    fault: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Per-member mean cross-entropy (M,), accuracy (M,) and the gradients of the summed
+    member losses, in ``model.parameters()`` order, for inputs (M, B, in) and labels (M, B).
+
+    A member whose loss is not finite has diverged: its loss contributes no gradient (as the
+    autograd path's zeroed loss), its own parameters may still get non-finite gradients from
+    non-finite weights (0 x inf; so may they on the autograd path), and the others are
+    untouched: training stops it at the next evaluation.
+    ``fault`` (models.train.LossFault,
+    a test seam) may replace the member losses before anything else sees them.
+    """
+    derivative = DERIVATIVES[model.shape.activation]
+    counts = model.computed_members
+    assert counts is not None
+    weights, biases = list(model.weights), list(model.biases)
+    last = len(weights) - 1
+    members = x.shape[0]
+    with torch.no_grad():
+        # Forward, keeping each hidden layer's input, pre-activation and output.
+        saved: list[tuple[Tensor, Tensor, Tensor, int]] = []
+        h = x
+        for i in range(last):
+            k = counts[i]
+            z = torch.baddbmm(biases[i][:k], h[:k], weights[i][:k])
+            a = model.activations[i](z)
+            saved.append((h, z, a, k))
+            h = a if k == members else torch.cat([a, h[k:]])
+        out = torch.baddbmm(biases[last], h, weights[last])  # (M, B, C)
+
+        # Loss over classes on dimension 1 (see models.train._member_losses).
+        logp = torch.log_softmax(out.transpose(1, 2).contiguous(), dim=1)  # (M, C, B)
+        target = y.unsqueeze(1)  # (M, 1, B)
+        losses = logp.gather(1, target).squeeze(1).mean(dim=1).neg()
+        if fault is not None:
+            losses = fault(losses)
+        accuracy = (out.argmax(dim=-1) == y).float().mean(dim=1)
+
+        # d(sum of member means)/d logits = (softmax - one_hot) / B, zero for diverged members.
+        grad = logp.exp_()
+        grad.scatter_add_(1, target, torch.full(target.shape, -1.0, device=grad.device))
+        grad.mul_(1.0 / y.shape[1])
+        grad = torch.where(torch.isfinite(losses).view(-1, 1, 1), grad, 0.0)
+        g = grad.transpose(1, 2)  # (M, B, C), a view
+
+        grad_w: list[Tensor] = [torch.empty(0)] * len(weights)
+        grad_b: list[Tensor] = [torch.empty(0)] * len(weights)
+        grad_w[last] = torch.bmm(h.transpose(1, 2), g)
+        grad_b[last] = g.sum(dim=1, keepdim=True)
+        g = torch.bmm(g, weights[last].transpose(1, 2))  # grad wrt the last hidden output
+        for i in range(last - 1, -1, -1):
+            h_in, z, a, k = saved[i]
+            gz = derivative(g[:k], z, a)
+            if k == members:
+                grad_w[i] = torch.bmm(h_in.transpose(1, 2), gz)
+                grad_b[i] = gz.sum(dim=1, keepdim=True)
+            else:  # identity layers of shallower members: exactly zero gradient
+                grad_w[i] = torch.zeros_like(weights[i])
+                grad_b[i] = torch.zeros_like(biases[i])
+                torch.bmm(h_in[:k].transpose(1, 2), gz, out=grad_w[i][:k])
+                grad_b[i][:k] = gz.sum(dim=1, keepdim=True)
+            if i > 0:
+                below = torch.bmm(gz, weights[i][:k].transpose(1, 2))
+                g = below if k == members else torch.cat([below, g[k:]])
+    return losses, accuracy, grad_w + grad_b
