@@ -170,8 +170,8 @@ def _start_ray(address: str | None) -> bool:
     target = ray_address(address)
     extra: dict[str, Any] = {}
     if target == "local":
-        # Ray prestarts one worker per CPU when the driver connects, and Tune's first actors
-        # land in them. Importing PyTorch and the training code there overlaps the workers'
+        # Ray prestarts one worker per CPU as its node starts, and Tune's actors land in them
+        # (see below). Importing PyTorch and the training code there overlaps the workers'
         # imports with the driver's own start-up, so the first cohort trains the moment it
         # is assigned. (A cluster's workers are started by its nodes, not by this call.)
         extra["_system_config"] = {"preload_python_modules": worker_preload()}
