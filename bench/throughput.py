@@ -12,11 +12,9 @@ both, taken from the same Ray Tune callback events):
 - wall: the whole process;
 - worker CPU in training: CPU seconds inside the training loop / all CPU seconds of the
   worker processes that ran trials (imports, Ray plumbing and reporting included); and the
-  same after each worker's start-up (leaving out what a worker spent before it first loaded
-  trial code: its process, Ray, and the imports done by then). actsweep's workers on the
-  embedded default import PyTorch and the training code while the driver starts (Ray's
-  prestarted workers, `preload_python_modules`), so that cost lands in start-up seconds;
-  the textbook's workers import PyTorch inside their first trial;
+  same after each worker's start-up (leaving out what a worker spent before it first
+  entered trial code: its process, Ray and Ray Tune; both stacks import PyTorch after that
+  point, inside their first trial);
 - peak memory per worker: the largest max-RSS among those worker processes;
 - training bound: the trials/min a stack would reach with no orchestration at all (its
   training CPU seconds spread over its workers): the ceiling its training arithmetic sets;
@@ -125,8 +123,9 @@ def actsweep(spec: Path, work: Path) -> dict[str, Any]:
             "train_cpu": v["train_cpu"],
             "worker_cpu": v["worker_cpu"],
             "rss": v["worker_rss_mb"],
-            "ready": v.get("cpu_at_ready", 0.0),
-            "preloaded": v.get("preloaded", False),
+            # The same event as the textbook's: the CPU it had spent when it first entered
+            # trial code (run_cohort's entry, before its PyTorch import).
+            "ready": v.get("cpu_before_first_cohort", 0.0),
         }
         for k, v in t["workers"].items()
     }
@@ -147,10 +146,7 @@ def actsweep(spec: Path, work: Path) -> dict[str, Any]:
         # The driver shares the machine with the workers: its CPU in the search phase is
         # CPU the workers did not get (Tune's loop, Optuna, the MLflow writer).
         row["driver_cpu_in_search_s"] = cpu["last_finished"] - cpu["first_trial_start"]
-    row["preloaded_workers"] = sum(1 for w in workers.values() if w["preloaded"])
-    row["cpu_before_first_cohort_s"] = sum(
-        v.get("cpu_before_first_cohort", 0.0) for v in t["workers"].values()
-    )
+    row["cpu_before_first_cohort_s"] = sum(w["ready"] for w in workers.values())
     return row
 
 
@@ -180,9 +176,8 @@ def _figures(
         "train_cpu_s": train,
         "worker_cpu_s": total,
         "train_cpu_share": train / total if total else 0.0,
-        # The same, leaving out each worker's start-up (process, Ray and imports up to the
-        # moment it first loaded trial code; actsweep's workers import PyTorch and the
-        # training code before the search, textbook workers inside their first trial).
+        # The same, leaving out each worker's start-up (its process, Ray and Ray Tune, up to
+        # the moment it first entered trial code; PyTorch's import comes after it).
         "worker_cpu_after_start_up_s": after_start_up,
         "train_cpu_share_after_start_up": train / after_start_up if after_start_up else 0.0,
         # The ceiling with zero orchestration: every worker training from the first trial
@@ -211,7 +206,6 @@ def report(rows: list[dict[str, Any]]) -> str:
         "train_cpu_share_after_start_up",
         "training_bound_trials_per_min",
         "cpu_before_first_cohort_s",
-        "preloaded_workers",
         "driver_cpu_in_search_s",
     ]
     lines = [f"{'':22s}" + "".join(f"{r['stack']:>14s}" for r in rows)]

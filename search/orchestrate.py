@@ -34,7 +34,7 @@ from search.spec import SearchSpec
 from search.spool import Spool, search_lock, spool_dir, spooled_values
 from search.summary import publish
 from search.tracking import TAG_OPTUNA_STORAGE, Tracker, brief_error, redact, trial_runs_of
-from search.trainable import WorkerContext, worker_preload
+from search.trainable import WorkerContext
 
 if TYPE_CHECKING:
     from models.datasets import Dataset
@@ -167,44 +167,14 @@ def _start_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    target = ray_address(address)
-    extra: dict[str, Any] = {}
-    if target == "local":
-        # Ray prestarts one worker per CPU as its node starts, and Tune's actors land in them
-        # (see below). Importing PyTorch and the training code there overlaps the workers'
-        # imports with the driver's own start-up, so the first cohort trains the moment it
-        # is assigned. (A cluster's workers are started by its nodes, not by this call.)
-        extra["_system_config"] = {"preload_python_modules": worker_preload()}
-        _tune_actors_in_prestarted_workers()
     ray.init(
-        address=target,
+        address=ray_address(address),
         include_dashboard=False,
         configure_logging=True,
         logging_level=logging.WARNING,
         log_to_driver=True,
-        **extra,
     )
     return True
-
-
-def _tune_actors_in_prestarted_workers() -> None:
-    """Let Tune's trial actors start in Ray's prestarted, preloaded workers.
-
-    Tune gives every trainable actor `runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}` (a
-    PyTorch Lightning setting; actsweep does not use Lightning), and Ray starts a fresh worker
-    process for an actor whose runtime env differs from its idle workers'. Without that
-    variable the trial actors take the prestarted workers. Tune keeps it in a module-level
-    dict: if a Ray release moves it, this does nothing and trials start fresh processes, as
-    they do on a cluster (slower, never wrong). `test_cohorts_run_in_preloaded_workers`
-    notices that.
-    """
-    try:
-        from ray.tune.execution import class_cache
-    except ImportError:
-        return
-    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
-    if isinstance(defaults, dict):
-        defaults.pop("PL_DISABLE_FORK", None)
 
 
 def ray_address(address: str | None) -> str:
@@ -462,12 +432,6 @@ def _run_search(
                     # The CPU a worker spent before its first cohort: process and import start-up.
                     first = w.get("cpu_before_first_cohort", rep["worker_cpu_at_entry"])
                     w["cpu_before_first_cohort"] = min(first, rep["worker_cpu_at_entry"])
-                if "worker_cpu_at_import" in rep:
-                    # Its start-up: everything before it loaded the trial code (all of its
-                    # imports when Ray preloaded them, before the search began).
-                    w["cpu_at_ready"] = rep["worker_cpu_at_import"]
-                    w["preloaded"] = bool(rep.get("worker_preloaded"))
-                    w["started_at"] = rep.get("worker_started_at")
 
         def on_first_submit() -> None:
             timings.setdefault("first_submit", time.time())

@@ -10,10 +10,8 @@ import dataclasses
 import os
 import resource
 import socket
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,63 +24,6 @@ if TYPE_CHECKING:
 
 # PyTorch and models.* are imported where they are used: Ray imports this module while it
 # starts a trial's actor, and the first trial then starts as soon as a textbook one would.
-# On the embedded default, Ray's prestarted workers import them before any trial exists
-# (`preload_python_modules`, see `worker_preload`); this module comes last, so the CPU mark
-# below is then the worker's whole start-up (process, Ray, PyTorch, the training code).
-_THIRD_PARTY_PRELOAD = ("torch", "ray.tune")
-_OWN_PRELOAD = ("models.train", "models.diagnostics", "search.trainable")
-
-
-def worker_preload() -> list[str]:
-    """Modules Ray's prestarted workers import at process start.
-
-    Prestarted workers start before the driver's job exists, without its sys.path: our own
-    modules are preloaded only where a fresh interpreter finds this very copy of them
-    (otherwise a failed preload prints a traceback, or another checkout's code loads).
-    """
-    own = _OWN_PRELOAD if _fresh_interpreter_finds(Path(__file__).resolve().parents[1]) else ()
-    return list(_THIRD_PARTY_PRELOAD + own)
-
-
-def _fresh_interpreter_finds(root: Path) -> bool:
-    """Whether `import search` in a new interpreter (same env) loads the package under `root`."""
-    import importlib.metadata
-    import json
-
-    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-        if entry and (Path(entry) / "search" / "trainable.py").is_file():
-            return Path(entry).resolve() == root  # PYTHONPATH comes before site-packages
-    try:
-        dist = importlib.metadata.distribution("actsweep")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    url = direct.get("url", "")
-    if direct.get("dir_info", {}).get("editable") and url.startswith("file://"):
-        return Path(url.removeprefix("file://")).resolve() == root  # `pip install -e`
-    return Path(str(dist.locate_file(""))).resolve() == root  # installed into site-packages
-
-
-def _process_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-CPU_AT_IMPORT = _process_cpu()
-"""This worker's CPU seconds when it imported this module (its whole start-up when preloaded)."""
-PRELOADED = "torch" in sys.modules
-"""Whether PyTorch was imported before this module: true in a preloaded worker (or a driver)."""
-
-
-def process_started_at() -> float | None:
-    """When this process started (epoch seconds, to ~10 ms), from /proc; None elsewhere."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks
-    return time.time() - age
 
 
 @dataclass(frozen=True)
@@ -186,9 +127,6 @@ def run_cohort(config: dict[str, Any], context: WorkerContext) -> dict[str, Any]
         "train_cpu": train_cpu,
         "worker_cpu": usage.ru_utime + usage.ru_stime,
         "worker_cpu_at_entry": entry.ru_utime + entry.ru_stime,
-        "worker_cpu_at_import": CPU_AT_IMPORT,
-        "worker_preloaded": PRELOADED,
-        "worker_started_at": process_started_at(),
         "worker_rss_mb": usage.ru_maxrss / 1024.0,
     }
 
