@@ -32,7 +32,6 @@ def process_cpu() -> float:
 
 def train_fn(config: dict[str, Any]) -> None:
     """One trial: a plain nn.Sequential and torch.optim.SGD, reporting every 50 steps."""
-    cpu_at_entry = process_cpu()  # before this trial's imports: the worker's start-up
     import torch
     import torch.nn.functional as F
     from ray import tune
@@ -105,7 +104,6 @@ def train_fn(config: dict[str, Any]) -> None:
                     diverged=int(summary.diverged),
                     train_cpu=train_cpu,
                     worker_cpu=process_cpu(),
-                    worker_cpu_at_entry=cpu_at_entry,
                     worker_pid=os.getpid(),
                     worker_rss_mb=peak_rss_mb(),
                 )
@@ -204,7 +202,6 @@ def main() -> None:
                 "diverged": bool(m.get("diverged", 0)),
                 "train_cpu": m.get("train_cpu"),
                 "worker_cpu": m.get("worker_cpu"),
-                "worker_cpu_at_entry": m.get("worker_cpu_at_entry"),
                 "worker_pid": m.get("worker_pid"),
                 "worker_rss_mb": m.get("worker_rss_mb"),
             }

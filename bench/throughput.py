@@ -11,10 +11,7 @@ both, taken from the same Ray Tune callback events):
 - search: first trial started -> last trial finished; trials/min is over this phase;
 - wall: the whole process;
 - worker CPU in training: CPU seconds inside the training loop / all CPU seconds of the
-  worker processes that ran trials (imports, Ray plumbing and reporting included); and the
-  same after each worker's start-up (leaving out what a worker spent before it first
-  entered trial code: its process, Ray and Ray Tune; both stacks import PyTorch after that
-  point, inside their first trial);
+  worker processes that ran trials (imports, Ray plumbing and reporting included);
 - peak memory per worker: the largest max-RSS among those worker processes;
 - training bound: the trials/min a stack would reach with no orchestration at all (its
   training CPU seconds spread over its workers): the ceiling its training arithmetic sets;
@@ -86,12 +83,8 @@ def textbook(spec: Path, work: Path) -> dict[str, Any]:
     workers: dict[Any, dict[str, float]] = {}
     best: dict[str, int] = {}
     for r in t["trials"]:
-        w = workers.setdefault(
-            r["worker_pid"], {"train_cpu": 0.0, "worker_cpu": 0.0, "rss": 0.0, "ready": 1e9}
-        )
+        w = workers.setdefault(r["worker_pid"], {"train_cpu": 0.0, "worker_cpu": 0.0, "rss": 0.0})
         w["train_cpu"] += r["train_cpu"] or 0.0
-        # Its start-up: the CPU it had spent when it first entered trial code.
-        w["ready"] = min(w["ready"], r.get("worker_cpu_at_entry") or 0.0)
         w["worker_cpu"] = max(w["worker_cpu"], r["worker_cpu"] or 0.0)
         w["rss"] = max(w["rss"], r["worker_rss_mb"] or 0.0)
         if r["reached"]:
@@ -119,14 +112,7 @@ def actsweep(spec: Path, work: Path) -> dict[str, Any]:
     ]
     t0, t1, t = _run(cmd, work, out)
     workers = {
-        k: {
-            "train_cpu": v["train_cpu"],
-            "worker_cpu": v["worker_cpu"],
-            "rss": v["worker_rss_mb"],
-            # The same event as the textbook's: the CPU it had spent when it first entered
-            # trial code (run_cohort's entry, before its PyTorch import).
-            "ready": v.get("cpu_before_first_cohort", 0.0),
-        }
+        k: {"train_cpu": v["train_cpu"], "worker_cpu": v["worker_cpu"], "rss": v["worker_rss_mb"]}
         for k, v in t["workers"].items()
     }
     import mlflow
@@ -146,7 +132,9 @@ def actsweep(spec: Path, work: Path) -> dict[str, Any]:
         # The driver shares the machine with the workers: its CPU in the search phase is
         # CPU the workers did not get (Tune's loop, Optuna, the MLflow writer).
         row["driver_cpu_in_search_s"] = cpu["last_finished"] - cpu["first_trial_start"]
-    row["cpu_before_first_cohort_s"] = sum(w["ready"] for w in workers.values())
+    row["cpu_before_first_cohort_s"] = sum(
+        v.get("cpu_before_first_cohort", 0.0) for v in t["workers"].values()
+    )
     return row
 
 
@@ -163,7 +151,6 @@ def _figures(
     search = last - first
     train = sum(w["train_cpu"] for w in workers.values())
     total = sum(w["worker_cpu"] for w in workers.values())
-    after_start_up = total - sum(w["ready"] for w in workers.values())
     return {
         "stack": name,
         "trials": trials,
@@ -176,10 +163,6 @@ def _figures(
         "train_cpu_s": train,
         "worker_cpu_s": total,
         "train_cpu_share": train / total if total else 0.0,
-        # The same, leaving out each worker's start-up (its process, Ray and Ray Tune, up to
-        # the moment it first entered trial code; PyTorch's import comes after it).
-        "worker_cpu_after_start_up_s": after_start_up,
-        "train_cpu_share_after_start_up": train / after_start_up if after_start_up else 0.0,
         # The ceiling with zero orchestration: every worker training from the first trial
         # start to the last finish (training CPU spread over the workers, no start-up, no
         # driver, no idle tail). Above it, only cheaper training raises trials/min.
@@ -202,8 +185,6 @@ def report(rows: list[dict[str, Any]]) -> str:
         "train_cpu_s",
         "worker_cpu_s",
         "train_cpu_share",
-        "worker_cpu_after_start_up_s",
-        "train_cpu_share_after_start_up",
         "training_bound_trials_per_min",
         "cpu_before_first_cohort_s",
         "driver_cpu_in_search_s",
