@@ -181,6 +181,23 @@ class LoopbackCluster:
             return []
         return [n for n in rows if n.get("state") == "ALIVE"]
 
+    def alive_actors(self) -> list[dict[str, object]] | None:
+        """The state API's ALIVE actors (None when it did not answer)."""
+        try:
+            r = requests.get(
+                f"{self.dashboard_url}/api/v0/actors?limit=1000", headers=self.headers(), timeout=10
+            )
+            rows = r.json()["data"]["result"]["result"]
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            return None
+        return [a for a in rows if a.get("state") == "ALIVE"]
+
+    def wait_until_idle(self, timeout_s: float = 180.0) -> None:
+        """Until no actor is alive: an earlier test's stopped job frees its workers' CPUs only
+        once Ray has torn its actors down, which a loaded machine can take a while to do."""
+        deadline = time.monotonic() + timeout_s
+        self._wait_for(lambda: self.alive_actors() == [], deadline, "earlier jobs' actors to exit")
+
     def _wait_for(self, ok: Callable[[], bool], deadline: float, what: str) -> None:
         while time.monotonic() < deadline:
             for node in self.nodes:

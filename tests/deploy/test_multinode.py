@@ -324,6 +324,8 @@ def test_worker_node_killed_mid_search_its_trials_finish_on_the_survivor(
     from tests.faults.oracle import check_nothing_lost
 
     victim, survivor = cluster.node("w1"), cluster.node("w2")
+    # Both workers' CPUs free, so the search's two concurrent cohorts land one on each.
+    cluster.wait_until_idle()
     spec = write_spec(tmp_path / "nodekill.yaml", {**SPEC, "name": "multinode-nodekill"})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     journal, oracle, markers = tmp_path / "optuna.journal", tmp_path / "oracle.jsonl", tmp_path
