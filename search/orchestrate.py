@@ -445,6 +445,7 @@ def _run_search(
             on_cohort_measured=spool.write,
             best=_seed_best(tracker, entries),
             pool=pooled_study(spec, studies) if spec.sampler.pooled else None,
+            lookahead=True,
         )
         context = WorkerContext(
             data=data,
@@ -478,6 +479,10 @@ def _run_search(
                     trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
+                    # A cohort reports once, when it is done: stop its trial on that report
+                    # instead of asking the actor for another result only to learn that the
+                    # function returned (one driver-worker round trip less per cohort).
+                    stop={"training_iteration": 1},
                     callbacks=[_TrialStartMark(marks, timings["driver_cpu"])],
                     name=spec.search_id,
                     storage_path=str(state / "tune"),
@@ -486,7 +491,10 @@ def _run_search(
                     log_to_file=False,
                 ),
             )
-            tuner.fit()
+            try:
+                tuner.fit()
+            finally:
+                searcher.close()
         if searcher.lost and out is not None:
             # Cohorts that failed every attempt, past the re-asks: the search is short of
             # its budget, so its parent ends failed and running the command again resumes it.
