@@ -119,7 +119,9 @@ def main() -> None:
     )
     ds = t["driver_seconds"]
     print(
-        f"driver totals: Optuna ask {ds['suggest']:.1f} s, Optuna tell + hand-off {ds['complete']:.1f} s, "
+        f"driver totals: Optuna ask {ds['suggest']:.1f} s in Tune's loop"
+        f" + {ds.get('ask_ahead', 0.0):.1f} s ahead in the searcher's helper thread,"
+        f" Optuna tell + hand-off {ds['complete']:.1f} s, "
         f"MLflow writer thread {t['mlflow_writer_seconds']:.1f} s"
     )
     print(f"{'segment':>14s} {'trials':>7s} {'wall ms/trial':>14s}")
