@@ -11,24 +11,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search.orchestrate import open_studies
-from search.pool import pooled_study
 from search.searcher import CohortSearcher
-from search.spec import SearchSpec, parse_spec
-from tests.search.test_pool import _result, _spec
-
-
-def _searcher(spec: SearchSpec) -> tuple[CohortSearcher, dict[str, optuna.Study]]:
-    studies, remaining = open_studies(spec, optuna.storages.InMemoryStorage())
-    searcher = CohortSearcher(
-        spec=spec,
-        studies=studies,
-        remaining=remaining,
-        on_cohort_done=lambda o: None,
-        pool=pooled_study(spec, studies),
-        lookahead=True,
-    )
-    return searcher, studies
+from search.spec import parse_spec
+from tests.search.test_pool import _result, _searcher, _spec
 
 
 def _members(config: dict[str, Any], good: tuple[float, float] | None) -> list[dict[str, Any]]:
@@ -58,7 +43,7 @@ def test_a_freed_slot_gets_the_cohort_asked_before_the_result_that_freed_it(
     base_spec: dict[str, Any],
 ) -> None:
     spec = _spec(base_spec)
-    searcher, studies = _searcher(spec)
+    searcher, studies = _searcher(spec, pooled=True, lookahead=True)
     try:
         first = searcher.suggest("t1")
         second = searcher.suggest("t2")
@@ -90,7 +75,7 @@ def test_a_whole_search_with_lookahead_tells_every_trial_once_and_keeps_the_budg
     base_spec: dict[str, Any],
 ) -> None:
     spec = _spec(base_spec)
-    searcher, studies = _searcher(spec)
+    searcher, studies = _searcher(spec, pooled=True, lookahead=True)
     handed: list[tuple[str, int]] = []
     running: list[tuple[str, dict[str, Any]]] = []
     n = 0
@@ -131,7 +116,7 @@ def test_a_failed_cohort_gives_its_budget_back_to_a_lookahead_searcher(
     _spec(base_spec)
     base_spec["budget"] = {"trials_per_activation": 4, "cohort_size": 2}
     spec = parse_spec(base_spec)
-    searcher, studies = _searcher(spec)
+    searcher, studies = _searcher(spec, pooled=True, lookahead=True)
     configs: dict[str, dict[str, Any]] = {}
     answers: list[Any] = []
 

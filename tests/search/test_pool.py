@@ -50,7 +50,9 @@ def _result(member: dict[str, Any], good: tuple[float, float]) -> dict[str, Any]
     }
 
 
-def _searcher(spec: SearchSpec, pooled: bool) -> tuple[CohortSearcher, dict[str, optuna.Study]]:
+def _searcher(
+    spec: SearchSpec, pooled: bool, lookahead: bool = False
+) -> tuple[CohortSearcher, dict[str, optuna.Study]]:
     studies, remaining = open_studies(spec, optuna.storages.InMemoryStorage())
     searcher = CohortSearcher(
         spec=spec,
@@ -58,6 +60,7 @@ def _searcher(spec: SearchSpec, pooled: bool) -> tuple[CohortSearcher, dict[str,
         remaining=remaining,
         on_cohort_done=lambda o: None,
         pool=pooled_study(spec, studies) if pooled else None,
+        lookahead=lookahead,
     )
     return searcher, studies
 
