@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,22 +274,25 @@ class CohortSearcher(Searcher):
             self.driver_seconds["ask_ahead"] += time.perf_counter() - t0
 
     def _settle(self) -> None:
-        """Wait for an ask in flight (its cohort stays ahead); re-raises its error."""
+        """Wait for an ask in flight; its cohort (or its error) stays ahead for `suggest`,
+        so a failing ask never stops a completed cohort from being spooled and told."""
         if self._ahead is not None:
-            self._ahead.result()
+            wait([self._ahead])
 
     def _take_ahead(self) -> _Pending | None:
         ahead, self._ahead = self._ahead, None
         return None if ahead is None else ahead.result()
 
     def close(self) -> None:
-        """Wait for an ask in flight and stop the helper thread."""
-        try:
-            self._settle()
-        finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        """Wait for an ask in flight and stop the helper thread. A cohort asked ahead and
+        never handed out (the search was interrupted) stays RUNNING in its study: a resume
+        tells it FAIL and asks its budget again, as for any cohort a dead driver asked."""
+        self._settle()
+        if self._ahead is not None and self._ahead.exception() is not None:
+            logger.warning("asking the next cohort ahead failed: %s", self._ahead.exception())
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _ask_cohort(self) -> _Pending | None:
         """Ask the next cohort's trials (round-robin over activations with budget left)."""

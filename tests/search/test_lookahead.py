@@ -9,8 +9,10 @@ from collections import Counter
 from typing import Any
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from search.orchestrate import open_studies
 from search.searcher import CohortSearcher
 from search.spec import parse_spec
 from tests.search.test_pool import _result, _searcher, _spec
@@ -151,3 +153,43 @@ def test_a_failed_cohort_gives_its_budget_back_to_a_lookahead_searcher(
         assert set(states) <= {TrialState.COMPLETE, TrialState.FAIL}
     failed = [t for s in studies.values() for t in s.get_trials(deepcopy=False)]
     assert sum(t.state == TrialState.FAIL for t in failed) == spec.budget.cohort_size
+
+
+class _AskFailsAhead(CohortSearcher):
+    """The real searcher, whose second ask (the first one made ahead) fails, as a lost
+    journal file would make it fail."""
+
+    asks = 0
+
+    def _ask_cohort(self) -> Any:
+        self.asks += 1
+        if self.asks == 2:
+            raise RuntimeError("the journal went away")
+        return super()._ask_cohort()
+
+
+def test_a_failed_ask_ahead_never_stops_a_finished_cohort_from_being_told(
+    base_spec: dict[str, Any],
+) -> None:
+    spec = _spec(base_spec)
+    studies, remaining = open_studies(spec, optuna.storages.InMemoryStorage())
+    searcher = _AskFailsAhead(
+        spec=spec,
+        studies=studies,
+        remaining=remaining,
+        on_cohort_done=lambda o: None,
+        lookahead=True,
+    )
+    try:
+        first = searcher.suggest("t1")
+        assert isinstance(first, dict)
+        searcher.on_trial_complete("t1", {"members": _members(first, None)})
+        states = {
+            _trial_of(studies, first["activation"], m["number"]).state for m in first["members"]
+        }
+        assert states == {TrialState.COMPLETE}
+        # The error surfaces where a synchronous ask's would: at the next suggest.
+        with pytest.raises(RuntimeError, match="journal went away"):
+            searcher.suggest("t2")
+    finally:
+        searcher.close()
