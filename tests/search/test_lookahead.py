@@ -12,7 +12,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.orchestrate import open_studies
 from search.searcher import CohortSearcher
 from search.spec import parse_spec
 from tests.search.test_pool import _result, _searcher, _spec
@@ -172,14 +171,7 @@ def test_a_failed_ask_ahead_never_stops_a_finished_cohort_from_being_told(
     base_spec: dict[str, Any],
 ) -> None:
     spec = _spec(base_spec)
-    studies, remaining = open_studies(spec, optuna.storages.InMemoryStorage())
-    searcher = _AskFailsAhead(
-        spec=spec,
-        studies=studies,
-        remaining=remaining,
-        on_cohort_done=lambda o: None,
-        lookahead=True,
-    )
+    searcher, studies = _searcher(spec, pooled=False, lookahead=True, cls=_AskFailsAhead)
     try:
         first = searcher.suggest("t1")
         assert isinstance(first, dict)

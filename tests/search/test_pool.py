@@ -51,10 +51,13 @@ def _result(member: dict[str, Any], good: tuple[float, float]) -> dict[str, Any]
 
 
 def _searcher(
-    spec: SearchSpec, pooled: bool, lookahead: bool = False
+    spec: SearchSpec,
+    pooled: bool,
+    lookahead: bool = False,
+    cls: type[CohortSearcher] = CohortSearcher,
 ) -> tuple[CohortSearcher, dict[str, optuna.Study]]:
     studies, remaining = open_studies(spec, optuna.storages.InMemoryStorage())
-    searcher = CohortSearcher(
+    searcher = cls(
         spec=spec,
         studies=studies,
         remaining=remaining,
