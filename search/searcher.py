@@ -18,8 +18,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,12 +229,17 @@ class CohortSearcher(Searcher):
                 return act
         return None
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    @contextmanager
+    def _timed(self, key: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
-            return self._suggest(trial_id)
+            yield
         finally:
-            self.driver_seconds["suggest"] += time.perf_counter() - t0
+            self.driver_seconds[key] += time.perf_counter() - t0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        with self._timed("suggest"):
+            return self._suggest(trial_id)
 
     def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         cohort = self._take_ahead()
@@ -267,11 +273,8 @@ class CohortSearcher(Searcher):
         self._ahead = self._executor.submit(self._timed_ask)
 
     def _timed_ask(self) -> _Pending | None:
-        t0 = time.perf_counter()
-        try:
+        with self._timed("ask_ahead"):
             return self._ask_cohort()
-        finally:
-            self.driver_seconds["ask_ahead"] += time.perf_counter() - t0
 
     def _settle(self) -> None:
         """Wait for an ask in flight; its cohort (or its error) stays ahead for `suggest`,
@@ -288,8 +291,9 @@ class CohortSearcher(Searcher):
         never handed out (the search was interrupted) stays RUNNING in its study: a resume
         tells it FAIL and asks its budget again, as for any cohort a dead driver asked."""
         self._settle()
-        if self._ahead is not None and self._ahead.exception() is not None:
-            logger.warning("asking the next cohort ahead failed: %s", self._ahead.exception())
+        failure = None if self._ahead is None else self._ahead.exception()
+        if failure is not None:
+            logger.warning("asking the next cohort ahead failed: %s", failure)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -398,11 +402,8 @@ class CohortSearcher(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        t0 = time.perf_counter()
-        try:
+        with self._timed("complete"):
             self._complete(trial_id, result, error)
-        finally:
-            self.driver_seconds["complete"] += time.perf_counter() - t0
 
     def _complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         self._settle()  # the helper's asks and these tells never overlap

@@ -170,27 +170,26 @@ class LoopbackCluster:
         except requests.RequestException:
             return False
 
-    def alive_nodes(self) -> list[dict[str, object]]:
-        """The state API's view: node_id, node_ip, is_head_node, resources_total, ..."""
+    def _alive(self, kind: str, limit: int) -> list[dict[str, object]] | None:
+        """The state API's ALIVE rows of `kind` (nodes, actors); None when it did not answer."""
         try:
             r = requests.get(
-                f"{self.dashboard_url}/api/v0/nodes?limit=100", headers=self.headers(), timeout=10
-            )
-            rows = r.json()["data"]["result"]["result"]
-        except (requests.RequestException, ValueError, KeyError, TypeError):
-            return []
-        return [n for n in rows if n.get("state") == "ALIVE"]
-
-    def alive_actors(self) -> list[dict[str, object]] | None:
-        """The state API's ALIVE actors (None when it did not answer)."""
-        try:
-            r = requests.get(
-                f"{self.dashboard_url}/api/v0/actors?limit=1000", headers=self.headers(), timeout=10
+                f"{self.dashboard_url}/api/v0/{kind}?limit={limit}",
+                headers=self.headers(),
+                timeout=10,
             )
             rows = r.json()["data"]["result"]["result"]
         except (requests.RequestException, ValueError, KeyError, TypeError):
             return None
-        return [a for a in rows if a.get("state") == "ALIVE"]
+        return [row for row in rows if row.get("state") == "ALIVE"]
+
+    def alive_nodes(self) -> list[dict[str, object]]:
+        """The state API's view: node_id, node_ip, is_head_node, resources_total, ..."""
+        return self._alive("nodes", 100) or []
+
+    def alive_actors(self) -> list[dict[str, object]] | None:
+        """The state API's ALIVE actors (None when it did not answer)."""
+        return self._alive("actors", 1000)
 
     def wait_until_idle(self, timeout_s: float = 180.0) -> None:
         """Until no actor is alive: an earlier test's stopped job frees its workers' CPUs only
