@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from models.activations import ACTIVATIONS
-from models.backprop import DERIVATIVES, cross_entropy_step, supports
+from models.backprop import DERIVATIVES, FORWARDS, cross_entropy_step, supports
 from models.mlp import MLPShape, build_cohort
 
 DEPTHS = [3, 3, 2, 1]  # deepest first, as train_cohort orders members
@@ -56,6 +56,21 @@ def test_the_hand_written_step_equals_autograd(activation: str, depths: list[int
     # Identity layers of shallower members get exactly zero gradient.
     for i, k in enumerate(model.computed_members):
         assert torch.count_nonzero(grads[i][k:]) == 0
+
+
+@pytest.mark.parametrize("activation", sorted(FORWARDS))
+def test_a_faster_forward_computes_the_registered_activation(activation: str) -> None:
+    assert activation in DERIVATIVES
+    module = ACTIVATIONS[activation].factory(1)
+    z = torch.cat(
+        [
+            torch.linspace(-30.0, 30.0, 20001),
+            torch.tensor([0.0, -0.0, 1e-8, -1e-8, float("inf"), float("-inf"), float("nan")]),
+        ]
+    )
+    got, want = FORWARDS[activation](z.clone()), module(z)
+    # Within one float32 rounding of 1, non-finite values included (nan where nan).
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=6e-8, equal_nan=True)
 
 
 def test_a_diverged_member_disturbs_no_one() -> None:
