@@ -173,13 +173,6 @@ class CohortSearcher(Searcher):
         self._pool = pool
         """The pooled sampler's study (search.pool), or None: each study samples alone."""
         self._lookahead = lookahead
-        self._informed = any(
-            study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            for study in studies.values()
-        )
-        """Whether the samplers have a result to learn from (this run's or a resumed one's):
-        until then a cohort asked ahead would be a blind draw that the first result, seconds
-        away, could have informed, so nothing is asked ahead."""
         self._executor: ThreadPoolExecutor | None = None
         self._ahead: Future[_Pending | None] | None = None
         """The next cohort, asked ahead in the helper thread (lookahead only)."""
@@ -260,7 +253,7 @@ class CohortSearcher(Searcher):
             # Tune's documented "no more trials" sentinel is a str; its type hints omit it.
             return Searcher.FINISHED  # type: ignore[return-value]
         config = self._hand_out(trial_id, cohort)
-        if self._lookahead and self._informed:
+        if self._lookahead:
             self._ask_ahead()
         return config
 
@@ -269,10 +262,8 @@ class CohortSearcher(Searcher):
     # instead of after the asks (TPE on the pool, journal writes: 0.1-0.2 s per cohort on a
     # busy 2-CPU machine). That cohort has not seen the result that freed the worker (it
     # lags one completion), which replays of the canonical search over 8 seeds showed to
-    # leave the bests unchanged on average. Nothing is asked ahead before the first result
-    # is told: such a cohort would be drawn blind, one completion before it could have
-    # learned (with cohorts of 16 on 2 workers, a quarter of the budget). Study operations
-    # never overlap: every call that touches the studies waits for the helper first.
+    # leave the bests unchanged on average. Study operations never overlap: every call that
+    # touches the studies waits for the helper first.
 
     def _ask_ahead(self) -> None:
         if not any(self._remaining.values()):
@@ -490,6 +481,4 @@ class CohortSearcher(Searcher):
                     self._pool.tell(twin, state=optuna.trial.TrialState.FAIL)
                 else:
                     self._pool.tell(twin, member.value)
-        if any(member.value is not None for member in outcomes):
-            self._informed = True
         self._on_cohort_done(outcome)
