@@ -181,6 +181,11 @@ class CohortSearcher(Searcher):
     def remaining(self) -> dict[str, int]:
         return dict(self._remaining)
 
+    @property
+    def best(self) -> dict[str, int]:
+        """Fewest steps to target per activation so far (the early-stopping bar)."""
+        return dict(self._best)
+
     # Tune pickles its searcher into its experiment state. Ours is rebuilt from the Optuna
     # journal and MLflow on resume (`actsweep run` again), so live handles (storage locks,
     # the tracker callback) are left out rather than pickled.
