@@ -24,11 +24,11 @@ import optuna
 import torch
 
 from models.datasets import load_dataset
-from search.orchestrate import convergence_of, open_studies
+from search.orchestrate import open_studies, worker_context
 from search.pool import pooled_study
 from search.searcher import CohortSearcher
 from search.spec import SearchSpec, load_spec
-from search.trainable import WorkerContext, run_cohort
+from search.trainable import run_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,14 +63,7 @@ def replay(spec: SearchSpec, slots: int, lookahead: bool) -> dict[str, Any]:
         lookahead=lookahead,
     )
     data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
-    context = WorkerContext(
-        data=data,
-        convergence=convergence_of(spec),
-        width=spec.model.width,
-        momentum=spec.space.momentum,
-        batch_size=spec.space.batch_size,
-        cpus_per_trial=1,
-    )
+    context = worker_context(spec, data)
     running: list[tuple[str, dict[str, Any]]] = []
     handed = 0
     train_cpu = 0.0

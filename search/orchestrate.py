@@ -79,6 +79,19 @@ def convergence_of(spec: SearchSpec) -> Convergence:
     )
 
 
+def worker_context(spec: SearchSpec, data: Dataset) -> WorkerContext:
+    """What every worker of this search needs besides its cohort."""
+    return WorkerContext(
+        data=data,
+        convergence=convergence_of(spec),
+        width=spec.model.width,
+        momentum=spec.space.momentum,
+        batch_size=spec.space.batch_size,
+        cpus_per_trial=spec.resources.cpus_per_trial,
+        diagnostics=diagnostics_of(spec),
+    )
+
+
 def diagnostics_of(spec: SearchSpec) -> DiagnosticsConfig | None:
     from models.diagnostics import DiagnosticsConfig
 
@@ -447,15 +460,7 @@ def _run_search(
             pool=pooled_study(spec, studies) if spec.sampler.pooled else None,
             lookahead=True,
         )
-        context = WorkerContext(
-            data=data,
-            convergence=convergence_of(spec),
-            width=spec.model.width,
-            momentum=spec.space.momentum,
-            batch_size=spec.space.batch_size,
-            cpus_per_trial=spec.resources.cpus_per_trial,
-            diagnostics=diagnostics_of(spec),
-        )
+        context = worker_context(spec, data)
         from search.trainable import tune_trainable
 
         fn = trainable if trainable is not None else tune_trainable
