@@ -24,31 +24,35 @@ import optuna
 import torch
 
 from models.datasets import load_dataset
+from search.errors import SpecError
 from search.orchestrate import open_studies, worker_context
 from search.pool import pooled_study
 from search.searcher import CohortSearcher
-from search.spec import SearchSpec, load_spec
+from search.spec import SearchSpec, load_spec, parse_spec
 from search.trainable import run_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def override(spec: SearchSpec, assignments: list[str]) -> SearchSpec:
-    """Apply ``section.field=value`` assignments (value parsed as JSON when it parses)."""
+    """Apply ``section.field=value`` (or ``field=value``) assignments, the value parsed as
+    JSON when it parses, and validate the result as any spec is (search.spec.parse_spec)."""
+    data = spec.model_dump()
     for item in assignments:
         key, _, raw = item.partition("=")
-        section, _, field = key.partition(".")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        if field:
-            part = getattr(spec, section).model_copy(update={field: value})
-            spec = spec.model_copy(update={section: part})
-        else:
-            spec = spec.model_copy(update={section: value})
-    # model_copy does not validate: validate the edited spec as a whole.
-    return SearchSpec.model_validate(spec.model_dump())
+        *sections, field = key.split(".")
+        target = data
+        for name in [*sections, field]:
+            if not isinstance(target, dict) or name not in target:
+                allowed = sorted(target) if isinstance(target, dict) else None
+                raise SpecError(f"--set {key}", f"no field {name!r} here", allowed)
+            parent, target = target, target[name]
+        parent[field] = value
+    return parse_spec(data)
 
 
 def replay(spec: SearchSpec, slots: int, lookahead: bool) -> dict[str, Any]:
@@ -110,11 +114,14 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    base = override(load_spec(args.spec), args.set)
+    try:
+        base = override(load_spec(args.spec), args.set)
+    except SpecError as err:
+        parser.exit(2, f"error: {err}\n")
     rows = []
     t0 = time.time()
     for seed in args.seeds:
-        row = replay(base.model_copy(update={"seed": seed}), args.slots, args.lookahead)
+        row = replay(override(base, [f"seed={seed}"]), args.slots, args.lookahead)
         rows.append(row)
         print(json.dumps(row), flush=True)
     acts = sorted({a for r in rows for a in r["best"]})
