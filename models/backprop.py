@@ -73,6 +73,8 @@ def cross_entropy_step(
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Per-member mean cross-entropy (M,), accuracy (M,) and the gradients of the summed
     member losses, in ``model.parameters()`` order, for inputs (M, B, in) and labels (M, B).
+    The gradient of hidden layer i covers its ``computed_members[i]`` leading members only:
+    the other members' rows are identity layers, whose gradient is exactly zero.
 
     A member whose loss is not finite has diverged: its loss contributes no gradient (as the
     autograd path's zeroed loss), its own parameters may still get non-finite gradients from
@@ -87,17 +89,26 @@ def cross_entropy_step(
     assert counts is not None
     weights, biases = list(model.weights), list(model.biases)
     last = len(weights) - 1
-    members = x.shape[0]
     with torch.no_grad():
-        # Forward, keeping each hidden layer's input, pre-activation and output.
+        # Forward, keeping each hidden layer's input, pre-activation and output. Members are
+        # deepest first, so layer i's k computing members are a prefix of layer i-1's: its
+        # input is a prefix view of the previous output, never a copy.
         saved: list[tuple[Tensor, Tensor, Tensor, int]] = []
         h = x
         for i in range(last):
             k = counts[i]
             z = torch.baddbmm(biases[i][:k], h[:k], weights[i][:k])
             a = model.activations[i](z) if forward is None else forward(z)
-            saved.append((h, z, a, k))
-            h = a if k == members else torch.cat([a, h[k:]])
+            saved.append((h[:k], z, a, k))
+            h = a
+        # The output layer reads each member's last hidden layer: members of depth d are the
+        # rows [counts[d], counts[d - 1]) of layer d - 1's output (one copy when depths mix).
+        pieces = [
+            a[(counts[i + 1] if i + 1 < last else 0) :] for i, (_, _, a, _) in enumerate(saved)
+        ]
+        pieces = [piece for piece in reversed(pieces) if piece.shape[0]]
+        h = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        assert h.shape[0] == x.shape[0], "every member computes the first hidden layer"
         out = torch.baddbmm(biases[last], h, weights[last])  # (M, B, C)
 
         # Loss over classes on dimension 1 (see models.train._member_losses).
@@ -119,19 +130,21 @@ def cross_entropy_step(
         grad_b: list[Tensor] = [torch.empty(0)] * len(weights)
         grad_w[last] = torch.bmm(h.transpose(1, 2), g)
         grad_b[last] = g.sum(dim=1, keepdim=True)
-        g = torch.bmm(g, weights[last].transpose(1, 2))  # grad wrt the last hidden output
+        # The gradient wrt every member's last hidden output. Going down, layer i's rows
+        # [0, k) of it are overwritten by the gradient wrt layer i's input (layer i-1's output
+        # for those members), so at each layer its prefix is exactly that layer's output
+        # gradient, with no copies: the members below the prefix got theirs from the output.
+        up = torch.bmm(g, weights[last].transpose(1, 2))
         for i in range(last - 1, -1, -1):
             h_in, z, a, k = saved[i]
-            gz = derivative(g[:k], z, a)
-            if k == members:
-                grad_w[i] = torch.bmm(h_in.transpose(1, 2), gz)
-                grad_b[i] = gz.sum(dim=1, keepdim=True)
-            else:  # identity layers of shallower members: exactly zero gradient
-                grad_w[i] = torch.zeros_like(weights[i])
-                grad_b[i] = torch.zeros_like(biases[i])
-                torch.bmm(h_in[:k].transpose(1, 2), gz, out=grad_w[i][:k])
-                grad_b[i][:k] = gz.sum(dim=1, keepdim=True)
+            gz = derivative(up[:k], z, a)
+            # Shallower members' rows of this layer are identity and get exactly zero
+            # gradient: the gradient covers the k computing members only (the optimizer
+            # updates those rows; models.train._CohortOptimizer).
+            grad_w[i] = torch.bmm(h_in.transpose(1, 2), gz)
+            grad_b[i] = gz.sum(dim=1, keepdim=True)
             if i > 0:
-                below = torch.bmm(gz, weights[i][:k].transpose(1, 2))
-                g = below if k == members else torch.cat([below, g[k:]])
+                if gz.untyped_storage().data_ptr() == up.untyped_storage().data_ptr():
+                    gz = gz.clone()  # a derivative that returned its input (identity)
+                torch.bmm(gz, weights[i][:k].transpose(1, 2), out=up[:k])
     return losses, accuracy, grad_w + grad_b

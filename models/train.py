@@ -185,18 +185,26 @@ class _CohortOptimizer:
             step_size = self.lr / (1.0 - beta1**self.t)  # (M, 1, 1)
             bc2_sqrt = math.sqrt(1.0 - beta2**self.t)
         for p, g, state in zip(params, grads, self.state, strict=True):
+            lr = self.lr
+            k = g.shape[0]
+            if k < p.shape[0]:
+                # A gradient of the k leading members only (models.backprop): the others' rows
+                # have exactly zero gradient, and so zero state, so updating them would leave
+                # them unchanged under every rule here. Only the k rows are touched.
+                p, lr = p[:k], lr[:k]
+                state = [s[:k] for s in state]
             if self.kind == "sgd":
-                p.sub_(self.lr * g)
+                p.sub_(lr * g)
             elif self.kind == "momentum":
                 (buf,) = state
                 buf.mul_(self.momentum).add_(g)
-                p.sub_(self.lr * buf)
+                p.sub_(lr * buf)
             else:
                 exp_avg, exp_avg_sq = state
                 exp_avg.mul_(beta1).add_(g, alpha=1.0 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
                 denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(ADAM_EPS)
-                p.sub_(step_size * (exp_avg / denom))
+                p.sub_(step_size[:k] * (exp_avg / denom))
 
     def select(self, keep: Tensor) -> None:
         self.lr = self.lr.index_select(0, keep)

@@ -196,3 +196,25 @@ def test_mixed_depth_identity_layers_never_change_under_any_optimizer(optimizer:
     members = tuple(Member("auto", 0.1, 0, depth=d) for d in depths)
     with pytest.raises(ValueError, match="exceed the cohort's depth"):
         CohortSpec("relu", depth=2, width=16, optimizer="adam", members=members)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_a_gradient_of_the_leading_members_updates_as_the_full_zero_padded_one(
+    optimizer: str,
+) -> None:
+    # models.backprop hands a mixed-depth cohort's hidden layers gradients of the members that
+    # compute them only; the update must be bit for bit the one of the zero-padded gradient.
+    from models.train import _CohortOptimizer
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(5, 4, 3, generator=gen)
+    lr = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]).view(-1, 1, 1)
+    partial, padded = start.clone(), start.clone()
+    opt_partial = _CohortOptimizer(optimizer, [partial], lr, 0.9)
+    opt_padded = _CohortOptimizer(optimizer, [padded], lr, 0.9)
+    for _ in range(4):
+        g = torch.randn(3, 4, 3, generator=gen)  # members 0-2 compute the layer
+        opt_partial.step([partial], [g])
+        opt_padded.step([padded], [torch.cat([g, torch.zeros(2, 4, 3)])])
+    assert torch.equal(partial, padded)
+    assert torch.equal(partial[3:], start[3:]) and not torch.equal(partial[:3], start[:3])
