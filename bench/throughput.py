@@ -17,7 +17,13 @@ both, taken from the same Ray Tune callback events):
   training CPU seconds spread over its workers): the ceiling its training arithmetic sets;
 - driver CPU in search (actsweep): CPU seconds of the driver process (Tune's loop, Optuna, the
   MLflow writer) between the first trial start and the last finish, which the workers on the
-  same machine did not get.
+  same machine did not get;
+- import floor: the CPU seconds a fresh Python process spends importing what every Tune
+  worker that trains with PyTorch loads before its first step (ray.tune, whose trainable
+  classes a trial's actor unpickles, torch and the training code; best of three). It is a
+  lower bound on each worker's orchestration CPU, so the training share ceiling
+  train / (train + workers x floor) bounds the worker CPU share a stack with that much
+  training CPU can reach, however thin its orchestration.
 Timing belongs here, never in tests: these machines are shared, so read the ratios.
 """
 
@@ -138,6 +144,37 @@ def actsweep(spec: Path, work: Path) -> dict[str, Any]:
     return row
 
 
+IMPORT_FLOOR = (
+    "import resource, ray.tune, torch, models.train; "
+    "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)"
+)
+
+
+def import_floor(repeats: int = 3) -> float:
+    """CPU seconds of a fresh process importing what a training Tune worker must (best of n)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", IMPORT_FLOOR],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()[-1]
+        )
+        for _ in range(repeats)
+    ]
+    return min(runs)
+
+
+def with_floor(row: dict[str, Any], floor: float) -> dict[str, Any]:
+    train, workers = row["train_cpu_s"], row["workers"]
+    row["import_floor_s"] = floor
+    row["train_share_ceiling"] = train / (train + workers * floor) if train > 0 else 0.0
+    return row
+
+
 def _figures(
     name: str,
     t0: float,
@@ -185,6 +222,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         "train_cpu_s",
         "worker_cpu_s",
         "train_cpu_share",
+        "import_floor_s",
+        "train_share_ceiling",
         "training_bound_trials_per_min",
         "cpu_before_first_cohort_s",
         "driver_cpu_in_search_s",
@@ -241,6 +280,8 @@ def main() -> None:
     if not args.skip_textbook:
         rows.append(textbook(spec, root / "textbook"))
     rows.append(actsweep(spec, root / "actsweep"))
+    floor = import_floor()
+    rows = [with_floor(row, floor) for row in rows]
     text = report(rows)
     print(text)
     (root / "results.json").write_text(json.dumps(rows, indent=2))
