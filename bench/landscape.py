@@ -19,6 +19,7 @@ a little sooner. The canonical grid (4 x 6 x 2 x 37 = 1,776 runs) takes about 8 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -29,32 +30,39 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def grid_lrs(low: float, high: float, n: int) -> list[float]:
-    if n < 2:
-        raise ValueError("--lrs must be at least 2")
+    """n >= 2 learning rates log-spaced from low to high, both included."""
     lo, hi = math.log10(low), math.log10(high)
     return [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
 
 
-def train_column(spec_path: str, activation: str, depth: int, lrs: list[float]) -> list[dict]:
-    """One cohort: every initializer x learning rate at this activation and depth."""
+@functools.cache
+def _setup(spec_path: str) -> tuple[Any, Any]:
+    """The spec and the worker context, once per process (every column shares them)."""
     import torch
 
     from models.datasets import load_dataset
     from search.orchestrate import worker_context
-    from search.space import member_seed
     from search.spec import load_spec
-    from search.trainable import run_cohort
 
     torch.set_num_threads(1)
     spec = load_spec(spec_path)
     data = load_dataset(spec.dataset.name, spec.seed, spec.dataset.validation_fraction)
+    return spec, worker_context(spec, data)
+
+
+def train_column(spec_path: str, activation: str, depth: int, lrs: list[float]) -> list[dict]:
+    """One cohort: every initializer x learning rate at this activation and depth."""
+    from search.space import member_seed
+    from search.trainable import run_cohort
+
+    spec, context = _setup(spec_path)
     seed = member_seed(spec, 0)
     members = [
         {"init": init, "lr": lr, "seed": seed} for init in spec.space.initializers for lr in lrs
     ]
     optimizer = spec.space.optimizers[0]
     config = {"activation": activation, "depth": depth, "optimizer": optimizer, "members": members}
-    report = run_cohort(config, worker_context(spec, data))
+    report = run_cohort(config, context)
     rows = []
     for member, result in zip(members, report["members"], strict=True):
         summary = result["summary"]

@@ -103,9 +103,8 @@ def cross_entropy_step(
             h = a
         # The output layer reads each member's last hidden layer: members of depth d are the
         # rows [counts[d], counts[d - 1]) of layer d - 1's output (one copy when depths mix).
-        pieces = [
-            a[(counts[i + 1] if i + 1 < last else 0) :] for i, (_, _, a, _) in enumerate(saved)
-        ]
+        ends = [*counts[1:], 0]  # layer i's output rows from ends[i] on are final hidden states
+        pieces = [a[ends[i] :] for i, (_, _, a, _) in enumerate(saved)]
         pieces = [piece for piece in reversed(pieces) if piece.shape[0]]
         h = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
         assert h.shape[0] == x.shape[0], "every member computes the first hidden layer"
