@@ -23,7 +23,11 @@ both, taken from the same Ray Tune callback events):
   classes a trial's actor unpickles, torch and the training code; best of three). It is a
   lower bound on each worker's orchestration CPU, so the training share ceiling
   train / (train + workers x floor) bounds the worker CPU share a stack with that much
-  training CPU can reach, however thin its orchestration.
+  training CPU can reach, however thin its orchestration;
+- Tune floor: the same bound measured where it is paid, per worker of a do-nothing Tune
+  search on a fresh local Ray (`bench/worker_floor.py`: Ray's worker start-up, Tune's
+  trainable, then torch and the training code imported, nothing trained); the ceiling uses
+  the larger of the two floors.
 Timing belongs here, never in tests: these machines are shared, so read the ratios.
 """
 
@@ -168,10 +172,23 @@ def import_floor(repeats: int = 3) -> float:
     return min(runs)
 
 
-def with_floor(row: dict[str, Any], floor: float) -> dict[str, Any]:
+def tune_floor(work: Path, workers: int) -> float:
+    """Mean CPU seconds per worker of a do-nothing Tune search (`bench/worker_floor.py`)."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "floor.json"
+    cmd = [sys.executable, str(REPO / "bench" / "worker_floor.py"), "--workers", str(workers)]
+    _run([*cmd, "--json", str(out)], work, out)
+    rows = json.loads(out.read_text())
+    return sum(r["cpu_after_imports"] for r in rows) / len(rows)
+
+
+def with_floor(row: dict[str, Any], floor: float, tune: float) -> dict[str, Any]:
     train, workers = row["train_cpu_s"], row["workers"]
     row["import_floor_s"] = floor
-    row["train_share_ceiling"] = train / (train + workers * floor) if train > 0 else 0.0
+    row["tune_floor_s"] = tune
+    # The larger of the two: no worker of this stack can spend less before its first step.
+    low = max(floor, tune)
+    row["train_share_ceiling"] = train / (train + workers * low) if train > 0 else 0.0
     return row
 
 
@@ -223,6 +240,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         "worker_cpu_s",
         "train_cpu_share",
         "import_floor_s",
+        "tune_floor_s",
         "train_share_ceiling",
         "training_bound_trials_per_min",
         "cpu_before_first_cohort_s",
@@ -281,7 +299,8 @@ def main() -> None:
         rows.append(textbook(spec, root / "textbook"))
     rows.append(actsweep(spec, root / "actsweep"))
     floor = import_floor()
-    rows = [with_floor(row, floor) for row in rows]
+    tune = tune_floor(root / "floor", max(r["workers"] for r in rows))
+    rows = [with_floor(row, floor, tune) for row in rows]
     text = report(rows)
     print(text)
     (root / "results.json").write_text(json.dumps(rows, indent=2))
