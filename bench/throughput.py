@@ -46,7 +46,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str], cwd: Path, timings: Path) -> tuple[float, float, dict[str, Any]]:
+def _run(cmd: list[str], cwd: Path, timings: Path) -> tuple[float, float, Any]:
     env = dict(
         os.environ,
         PYTHONPATH=str(REPO),
@@ -177,8 +177,7 @@ def tune_floor(work: Path, workers: int) -> float:
     work.mkdir(parents=True, exist_ok=True)
     out = work / "floor.json"
     cmd = [sys.executable, str(REPO / "bench" / "worker_floor.py"), "--workers", str(workers)]
-    _run([*cmd, "--json", str(out)], work, out)
-    rows = json.loads(out.read_text())
+    _, _, rows = _run([*cmd, "--json", str(out)], work, out)
     return sum(r["cpu_after_imports"] for r in rows) / len(rows)
 
 

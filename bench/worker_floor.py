@@ -12,7 +12,7 @@ unpickles, which imports `ray.tune`), and the imports.
 
 For each worker it prints the CPU seconds at the trial's entry (Ray and Tune plumbing) and
 after the imports (the floor). `bench/throughput.py` runs it after both stacks and bounds
-the share of worker CPU a stack can spend in training by train / (train + sum of floors).
+the share of worker CPU a stack can spend in training by train / (train + workers x floor).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 
 def _floor_trial(config: dict[str, Any]) -> None:
+    import os
     import resource
 
     from ray import tune
@@ -32,8 +33,6 @@ def _floor_trial(config: dict[str, Any]) -> None:
     def cpu() -> float:
         u = resource.getrusage(resource.RUSAGE_SELF)
         return u.ru_utime + u.ru_stime
-
-    import os
 
     at_entry = cpu()
     import torch  # noqa: F401
@@ -57,15 +56,13 @@ def measure(workers: int) -> list[dict[str, float]]:
                 run_config=tune.RunConfig(storage_path=storage, verbose=0),
             )
             results = tuner.fit()
-            rows = [dict(r.metrics) for r in results]
+            rows = [dict(results[i].metrics or {}) for i in range(len(results))]
     finally:
         ray.shutdown()
-    per_pid: dict[int, dict[str, float]] = {}
-    for r in rows:
-        per_pid.setdefault(
-            int(r["pid"]),
-            {"cpu_at_entry": r["cpu_at_entry"], "cpu_after_imports": r["cpu_after_imports"]},
-        )
+    # One row per worker process (a reused actor would report twice).
+    per_pid = {
+        int(r["pid"]): {k: r[k] for k in ("cpu_at_entry", "cpu_after_imports")} for r in rows
+    }
     return list(per_pid.values())
 
 
